@@ -1,0 +1,281 @@
+//! PVH loader for QEMU `-M microvm`.
+//!
+//! QEMU enters `pvh_start32` (boot32.s) in 32-bit protected mode. It switches
+//! to long mode with the first 4 GiB identity-mapped and calls [`loader_main`],
+//! which loads the embedded `bootloader_api` kernel into fresh page tables,
+//! maps all physical memory at the offset the kernel asks for, gives it a stack
+//! with an unmapped guard page below, builds its `BootInfo` and jumps to it.
+#![no_std]
+#![no_main]
+
+mod paging;
+mod serial;
+
+use bootloader_api::BootInfo;
+use bootloader_api::config::BootloaderConfig;
+use bootloader_api::info::{MemoryRegion, MemoryRegions, Optional};
+use core::arch::{asm, global_asm};
+use core::fmt::Write;
+use paging::{Frames, NO_EXECUTE, WRITABLE};
+use pvh_loader::elf::Elf;
+use pvh_loader::layout::{self, Layout, PAGE};
+use pvh_loader::memmap::{self, MapEntry};
+
+global_asm!(include_str!("boot32.s"));
+
+#[repr(C, align(4096))]
+struct PageAligned<T: ?Sized>(T);
+
+/// The kernel ELF, embedded by build.rs from `KERNEL_ELF`.
+static KERNEL: &PageAligned<[u8]> =
+    &PageAligned(*include_bytes!(concat!(env!("OUT_DIR"), "/kernel.elf")));
+
+unsafe extern "C" {
+    static __loader_start: u8;
+    static __loader_end: u8;
+}
+
+const START_INFO_MAGIC: u32 = 0x336e_c578;
+/// Room for the memory regions in the boot-info page pair.
+const MAX_REGIONS: usize = 128;
+const MAX_MEMMAP_ENTRIES: u32 = 256;
+
+/// `struct hvm_start_info` (Xen public/arch-x86/hvm/start_info.h), version 1.
+#[repr(C)]
+struct StartInfo {
+    magic: u32,
+    version: u32,
+    flags: u32,
+    nr_modules: u32,
+    modlist_paddr: u64,
+    cmdline_paddr: u64,
+    rsdp_paddr: u64,
+    memmap_paddr: u64,
+    memmap_entries: u32,
+    reserved: u32,
+}
+
+/// `struct hvm_memmap_table_entry`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawMapEntry {
+    addr: u64,
+    size: u64,
+    kind: u32,
+    reserved: u32,
+}
+
+/// Prints why the boot cannot continue and ends the guest: isa-debug-exit if
+/// present, otherwise a triple fault (QEMU resets, or exits with -no-reboot).
+pub fn fail(args: core::fmt::Arguments) -> ! {
+    let _ = writeln!(serial::Serial, "FATAL loader: {args}");
+    serial::exit_guest()
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn loader_main(start_info_paddr: u32) -> ! {
+    serial::init();
+    // SAFETY: QEMU passes the physical address of a start_info structure in EBX;
+    // the first 4 GiB are identity-mapped, and the magic is checked before use.
+    let info = unsafe { &*(start_info_paddr as usize as *const StartInfo) };
+    if info.magic != START_INFO_MAGIC {
+        fail(format_args!("bad hvm_start_info magic {:#x}", info.magic));
+    }
+    if info.version < 1 || info.memmap_entries == 0 || info.memmap_entries > MAX_MEMMAP_ENTRIES {
+        fail(format_args!(
+            "no usable PVH memory map (version {}, {} entries)",
+            info.version, info.memmap_entries
+        ));
+    }
+    let mut entries = [MapEntry {
+        addr: 0,
+        size: 0,
+        kind: 0,
+    }; MAX_MEMMAP_ENTRIES as usize];
+    let entries = &mut entries[..info.memmap_entries as usize];
+    for (i, e) in entries.iter_mut().enumerate() {
+        // SAFETY: the table has `memmap_entries` entries (bounded above) at memmap_paddr,
+        // identity-mapped; read_unaligned makes no alignment assumption.
+        let raw = unsafe {
+            (info.memmap_paddr as *const RawMapEntry)
+                .add(i)
+                .read_unaligned()
+        };
+        *e = MapEntry {
+            addr: raw.addr,
+            size: raw.size,
+            kind: raw.kind,
+        };
+    }
+
+    let kernel = Elf::parse(&KERNEL.0).unwrap_or_else(|e| fail(format_args!("kernel ELF: {e}")));
+    let config = kernel
+        .section(".bootloader-config")
+        .ok_or("no .bootloader-config section (not a bootloader_api kernel?)")
+        .and_then(BootloaderConfig::deserialize)
+        .unwrap_or_else(|e| fail(format_args!("kernel config: {e}")));
+    let plan = layout::plan(&config, memmap::ram_end(entries))
+        .unwrap_or_else(|e| fail(format_args!("kernel layout: {e:?}")));
+
+    let loader_start = &raw const __loader_start as u64;
+    let loader_end = &raw const __loader_end as u64;
+    let region = memmap::ram_containing(entries, loader_end)
+        .unwrap_or_else(|| fail(format_args!("loader end {loader_end:#x} is not in RAM")));
+    let mut frames = Frames {
+        next: loader_end,
+        limit: region.end() & !(PAGE - 1),
+    };
+
+    let boot_info_frame = frames.alloc(2);
+    let pml4 = frames.alloc(1);
+    load_kernel(&kernel, pml4, &mut frames);
+    map_stack(&plan, pml4, &mut frames);
+    paging::map_huge_range(
+        pml4,
+        plan.phys_offset,
+        0,
+        plan.phys_map_len,
+        WRITABLE | NO_EXECUTE,
+        &mut frames,
+    );
+    // The jump below runs on these pages right after CR3 switches.
+    let mut page = loader_start;
+    while page < loader_end {
+        paging::map_page(pml4, page, page, 0, &mut frames);
+        page += PAGE;
+    }
+
+    let boot_info = write_boot_info(
+        info,
+        entries,
+        &plan,
+        boot_info_frame,
+        loader_start..frames.next,
+    );
+    let _ = writeln!(
+        serial::Serial,
+        "pvh-loader: kernel entry {:#x}, physical memory at {:#x}, stack {:#x}..{:#x}",
+        kernel.entry,
+        plan.phys_offset,
+        plan.stack_bottom,
+        plan.stack_top()
+    );
+    // SAFETY: pml4 maps the kernel, its stack, physical memory and this code
+    // (identity); the entry follows the bootloader_api ABI (`extern "C"`, boot
+    // info in rdi). A zero return address ends frame-pointer backtraces.
+    unsafe {
+        asm!(
+            "mov cr3, {pml4}",
+            "mov rsp, {stack}",
+            "xor ebp, ebp",
+            "push 0",
+            "jmp {entry}",
+            pml4 = in(reg) pml4,
+            stack = in(reg) plan.stack_top(),
+            entry = in(reg) kernel.entry,
+            in("rdi") boot_info,
+            options(noreturn)
+        )
+    }
+}
+
+fn load_kernel(kernel: &Elf, pml4: u64, frames: &mut Frames) {
+    for segment in kernel.load_segments() {
+        let segment = segment.unwrap_or_else(|e| fail(format_args!("kernel ELF: {e}")));
+        let mut flags = 0;
+        if segment.writable() {
+            flags |= WRITABLE;
+        }
+        if !segment.executable() {
+            flags |= NO_EXECUTE;
+        }
+        let data = kernel.segment_data(&segment);
+        let first = segment.vaddr & !(PAGE - 1);
+        let end = segment.vaddr + segment.mem_size;
+        let mut page = first;
+        while page < end {
+            let frame = match paging::translate(pml4, page) {
+                Some(frame) => frame,
+                None => frames.alloc(1),
+            };
+            paging::map_page(pml4, page, frame, flags, frames);
+            // Copy the part of the segment's file bytes that falls in this page.
+            let lo = page.max(segment.vaddr);
+            let hi = (page + PAGE).min(segment.vaddr + data.len() as u64);
+            if lo < hi {
+                let src = &data[(lo - segment.vaddr) as usize..(hi - segment.vaddr) as usize];
+                // SAFETY: `frame` is an identity-mapped frame owned by the kernel image;
+                // lo - page + src.len() <= PAGE.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        src.as_ptr(),
+                        (frame + (lo - page)) as *mut u8,
+                        src.len(),
+                    )
+                };
+            }
+            page += PAGE;
+        }
+    }
+}
+
+fn map_stack(plan: &Layout, pml4: u64, frames: &mut Frames) {
+    let pages = plan.stack_len / PAGE;
+    let base = frames.alloc(pages);
+    for i in 0..pages {
+        paging::map_page(
+            pml4,
+            plan.stack_bottom + i * PAGE,
+            base + i * PAGE,
+            WRITABLE | NO_EXECUTE,
+            frames,
+        );
+    }
+}
+
+/// Builds the `BootInfo` and its memory regions in the two frames at `frame`,
+/// and returns the kernel's virtual address of the `BootInfo`.
+fn write_boot_info(
+    info: &StartInfo,
+    entries: &[MapEntry],
+    plan: &Layout,
+    frame: u64,
+    used: core::ops::Range<u64>,
+) -> u64 {
+    let regions_phys = frame + PAGE;
+    // SAFETY: the second frame was allocated for the regions (zeroed, identity-mapped,
+    // 4096 bytes >= MAX_REGIONS * 24) and nothing else refers to it.
+    let regions: &'static mut [MemoryRegion] =
+        unsafe { core::slice::from_raw_parts_mut(regions_phys as *mut MemoryRegion, MAX_REGIONS) };
+    let used = used.start..(used.end + PAGE - 1) & !(PAGE - 1);
+    let count = memmap::convert(entries, used, regions)
+        .unwrap_or_else(|e| fail(format_args!("memory map: {e:?}")));
+    let mut boot_info = BootInfo::new(MemoryRegions::from(&mut regions[..count]));
+    boot_info.physical_memory_offset = Optional::Some(plan.phys_offset);
+    boot_info.rsdp_addr = match info.rsdp_paddr {
+        0 => Optional::None,
+        addr => Optional::Some(addr),
+    };
+    boot_info.kernel_addr = KERNEL.0.as_ptr() as u64;
+    boot_info.kernel_len = KERNEL.0.len() as u64;
+    boot_info.kernel_image_offset = 0;
+    boot_info.kernel_stack_bottom = plan.stack_bottom;
+    boot_info.kernel_stack_len = plan.stack_len;
+    const _: () = assert!(core::mem::size_of::<BootInfo>() <= PAGE as usize);
+    const _: () = assert!(MAX_REGIONS * core::mem::size_of::<MemoryRegion>() <= PAGE as usize);
+    let boot_info_ptr = frame as *mut BootInfo;
+    // SAFETY: the first frame is ours, zeroed and large enough (asserted above).
+    unsafe { boot_info_ptr.write(boot_info) };
+    // The kernel sees physical memory at phys_offset, so the region slice's
+    // pointer must be in that window. `MemoryRegions` is `#[repr(C)] { ptr, len }`.
+    let ptr_field = frame as usize + core::mem::offset_of!(BootInfo, memory_regions);
+    // SAFETY: ptr_field is the first (pointer) field of the MemoryRegions inside the
+    // BootInfo just written.
+    unsafe { (ptr_field as *mut u64).write(regions_phys + plan.phys_offset) };
+    frame + plan.phys_offset
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    fail(format_args!("{info}"))
+}

@@ -1,0 +1,55 @@
+//! Small CPU primitives: port I/O, TSC, control registers, halting.
+
+use core::arch::asm;
+
+pub fn outb(port: u16, value: u8) {
+    // SAFETY: port writes have no memory effects visible to Rust; callers only
+    // address devices this kernel owns (UART, PIT, PIC, fw_cfg, isa-debug-exit).
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+pub fn outw(port: u16, value: u16) {
+    // SAFETY: as for outb.
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+pub fn inb(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: as for outb; reads of these ports have no memory effects.
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the time-stamp counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+pub fn cr2() -> u64 {
+    x86_64::registers::control::Cr2::read_raw()
+}
+
+pub fn read_rbp() -> u64 {
+    let rbp: u64;
+    // SAFETY: reads a register.
+    unsafe { asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags)) };
+    rbp
+}
+
+/// Enables interrupts and halts in one step: `sti` delays interrupt delivery by
+/// one instruction, so an interrupt that became pending after the caller decided
+/// to sleep still wakes the `hlt`.
+pub fn enable_interrupts_and_halt() {
+    // SAFETY: the caller's state is consistent for interrupts (IDT loaded).
+    unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
+}
+
+pub fn disable_interrupts() {
+    x86_64::instructions::interrupts::disable();
+}

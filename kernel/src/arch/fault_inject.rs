@@ -1,0 +1,53 @@
+//! Test-only faults, chosen with `fault=...` in the runtime configuration, so
+//! tests can prove the fault path end to end. Each function is never inlined,
+//! so the reported RIP symbolizes to it.
+
+use crate::config::Fault;
+
+/// The pointer the predecessor computed as `0 - 120` before faulting.
+pub const PREDECESSOR_BAD_POINTER: u64 = 0xffff_ffff_ffff_ff88;
+
+pub fn inject(fault: Fault) -> ! {
+    log::warn!("fault: injecting {fault:?} as configured");
+    match fault {
+        Fault::PageFault => page_fault(),
+        Fault::Panic => panic(),
+        Fault::StackOverflow => {
+            let depth = recurse(core::hint::black_box(1));
+            panic!("recursion returned at depth {depth}")
+        }
+        Fault::DivideByZero => divide(core::hint::black_box(0)),
+    }
+}
+
+#[inline(never)]
+pub fn page_fault() -> ! {
+    let p = core::hint::black_box(PREDECESSOR_BAD_POINTER) as *const u64;
+    // SAFETY: deliberately unsound: this read must fault (test-only injection).
+    let value = unsafe { p.read_volatile() };
+    panic!("read through {p:p} returned {value}")
+}
+
+#[inline(never)]
+pub fn panic() -> ! {
+    panic!("injected panic (fault=panic)")
+}
+
+/// Recurses with a frame large enough to reach the guard page quickly.
+#[inline(never)]
+#[allow(unconditional_recursion)] // the point: it ends in the guard page
+pub fn recurse(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth; 64]);
+    recurse(depth + 1) + frame[depth as usize % 64]
+}
+
+#[inline(never)]
+pub fn divide(divisor: u64) -> ! {
+    let quotient: u64;
+    // SAFETY: a plain `div`; with divisor 0 the CPU raises #DE, which is the point.
+    // (Rust's `/` would panic before dividing, so the instruction is written out.)
+    unsafe {
+        core::arch::asm!("div {d}", d = in(reg) divisor, inout("rax") 1u64 => quotient, inout("rdx") 0u64 => _)
+    };
+    panic!("1 / {divisor} = {quotient}")
+}

@@ -1,0 +1,219 @@
+//! Runtime configuration: `key=value` items separated by commas, as QEMU passes
+//! them in the `fw_cfg` file `opt/unikernel/config`. Parsing never fails: a bad
+//! item is reported through the `warn` callback and the default is kept, so a
+//! typo cannot stop the guest from booting.
+
+use core::fmt;
+
+/// Longest configuration string read from fw_cfg; the rest is ignored (and reported).
+pub const MAX_CONFIG_LEN: usize = 4096;
+
+/// Test-only fault injection (`fault=...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Read through `0xffffffffffffff88`, the predecessor's fatal pointer.
+    PageFault,
+    Panic,
+    /// Unbounded recursion into the stack guard page.
+    StackOverflow,
+    DivideByZero,
+}
+
+impl Fault {
+    fn parse(value: &str) -> Option<Option<Fault>> {
+        Some(match value {
+            "none" => None,
+            "pagefault" => Some(Fault::PageFault),
+            "panic" => Some(Fault::Panic),
+            "stack-overflow" => Some(Fault::StackOverflow),
+            "divide" => Some(Fault::DivideByZero),
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn parse(value: &str) -> Option<LogLevel> {
+        Some(match value {
+            "error" => LogLevel::Error,
+            "warn" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            "trace" => LogLevel::Trace,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    pub fault: Option<Fault>,
+    pub log_level: LogLevel,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            fault: None,
+            log_level: LogLevel::Info,
+        }
+    }
+}
+
+/// What was wrong with one item; the caller logs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigWarning<'a> {
+    UnknownKey(&'a str),
+    BadValue { key: &'a str, value: &'a str },
+    MissingValue(&'a str),
+    NotUtf8,
+    Truncated,
+}
+
+impl fmt::Display for ConfigWarning<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigWarning::UnknownKey(k) => write!(f, "config: unknown key {k:?} ignored"),
+            ConfigWarning::BadValue { key, value } => {
+                write!(
+                    f,
+                    "config: bad value {value:?} for {key:?}, keeping the default"
+                )
+            }
+            ConfigWarning::MissingValue(item) => {
+                write!(f, "config: item {item:?} is not key=value, ignored")
+            }
+            ConfigWarning::NotUtf8 => write!(f, "config: not UTF-8, using defaults"),
+            ConfigWarning::Truncated => {
+                write!(
+                    f,
+                    "config: longer than {MAX_CONFIG_LEN} bytes, rest ignored"
+                )
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Parses raw fw_cfg bytes (trailing NULs and whitespace are ignored).
+    pub fn from_bytes(raw: &[u8], warn: &mut dyn FnMut(ConfigWarning)) -> Config {
+        let raw = if raw.len() > MAX_CONFIG_LEN {
+            warn(ConfigWarning::Truncated);
+            &raw[..MAX_CONFIG_LEN]
+        } else {
+            raw
+        };
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+        match core::str::from_utf8(&raw[..end]) {
+            Ok(text) => Config::parse(text, warn),
+            Err(_) => {
+                warn(ConfigWarning::NotUtf8);
+                Config::default()
+            }
+        }
+    }
+
+    pub fn parse<'a>(text: &'a str, warn: &mut dyn FnMut(ConfigWarning<'a>)) -> Config {
+        let mut config = Config::default();
+        for item in text
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let Some((key, value)) = item.split_once('=') else {
+                warn(ConfigWarning::MissingValue(item));
+                continue;
+            };
+            let (key, value) = (key.trim(), value.trim());
+            let bad = ConfigWarning::BadValue { key, value };
+            match key {
+                "fault" => match Fault::parse(value) {
+                    Some(fault) => config.fault = fault,
+                    None => warn(bad),
+                },
+                "log" => match LogLevel::parse(value) {
+                    Some(level) => config.log_level = level,
+                    None => warn(bad),
+                },
+                _ => warn(ConfigWarning::UnknownKey(key)),
+            }
+        }
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (Config, Vec<String>) {
+        let mut warnings = Vec::new();
+        let config = Config::parse(text, &mut |w| warnings.push(w.to_string()));
+        (config, warnings)
+    }
+
+    #[test]
+    fn empty_is_default() {
+        assert_eq!(parse(""), (Config::default(), vec![]));
+        assert_eq!(parse(" , ,"), (Config::default(), vec![]));
+    }
+
+    #[test]
+    fn known_keys() {
+        let (c, w) = parse("fault=pagefault, log=debug");
+        assert!(w.is_empty());
+        assert_eq!(c.fault, Some(Fault::PageFault));
+        assert_eq!(c.log_level, LogLevel::Debug);
+        for (v, f) in [
+            ("panic", Some(Fault::Panic)),
+            ("stack-overflow", Some(Fault::StackOverflow)),
+            ("divide", Some(Fault::DivideByZero)),
+            ("none", None),
+        ] {
+            assert_eq!(parse(&format!("fault={v}")).0.fault, f);
+        }
+    }
+
+    #[test]
+    fn bad_items_warn_and_keep_defaults() {
+        let (c, w) = parse("bogus=1,fault=nonsense,log,log=loud,fault=divide");
+        assert_eq!(c.fault, Some(Fault::DivideByZero));
+        assert_eq!(c.log_level, LogLevel::Info);
+        assert_eq!(
+            w,
+            vec![
+                "config: unknown key \"bogus\" ignored",
+                "config: bad value \"nonsense\" for \"fault\", keeping the default",
+                "config: item \"log\" is not key=value, ignored",
+                "config: bad value \"loud\" for \"log\", keeping the default",
+            ]
+        );
+    }
+
+    #[test]
+    fn raw_bytes_nul_terminated_non_utf8_and_oversized() {
+        let mut w = Vec::new();
+        let c = Config::from_bytes(b"fault=panic\0garbage", &mut |x| w.push(x.to_string()));
+        assert_eq!(c.fault, Some(Fault::Panic));
+        assert!(w.is_empty());
+        let c = Config::from_bytes(b"fault=\xff", &mut |x| w.push(x.to_string()));
+        assert_eq!(c, Config::default());
+        assert_eq!(w, vec!["config: not UTF-8, using defaults"]);
+        w.clear();
+        let mut big = b"log=warn,".to_vec();
+        big.resize(MAX_CONFIG_LEN + 10, b' ');
+        let c = Config::from_bytes(&big, &mut |x| w.push(x.to_string()));
+        assert_eq!(c.log_level, LogLevel::Warn);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("longer than"));
+    }
+}

@@ -1,0 +1,31 @@
+//! A `no_std` unikernel for QEMU `-M microvm`.
+//!
+//! Layers, bottom up; each uses only the ones before it:
+//! - [`arch`]: GDT/TSS, IDT with naked entry stubs, LAPIC, IOAPIC, TSC clock, serial, exit.
+//! - [`mem`]: frame allocator, the kernel's own page tables, heap.
+//! - [`dev`]: devices (fw_cfg).
+//! - [`boot`]: bring-up order and the main loop.
+//!
+//! Pure modules ([`config`], [`diag`], [`mem::frames`]) build on the host and are unit
+//! tested there; everything touching the CPU exists only for `target_os = "none"`,
+//! and `unsafe` is confined to `arch`, `mem` and `dev`.
+#![cfg_attr(not(test), no_std)]
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc
+)]
+
+#[cfg(target_os = "none")]
+extern crate alloc;
+
+pub mod config;
+pub mod diag;
+pub mod mem;
+
+#[cfg(target_os = "none")]
+pub mod arch;
+#[cfg(target_os = "none")]
+pub mod boot;
+#[cfg(target_os = "none")]
+pub mod dev;

@@ -1,0 +1,36 @@
+//! The kernel heap: `linked_list_allocator` over one physically contiguous
+//! block, so any heap buffer can be handed to a DMA device as-is.
+
+use linked_list_allocator::LockedHeap;
+
+#[global_allocator]
+static ALLOCATOR: LockedHeap = LockedHeap::empty();
+
+pub const MIN_HEAP: u64 = 1 << 20;
+pub const MAX_HEAP: u64 = 64 << 20;
+
+/// Heap size for `usable` bytes of RAM: a quarter of it, within the bounds above.
+pub fn size_for(usable: u64) -> u64 {
+    (usable / 4).clamp(MIN_HEAP, MAX_HEAP) & !0xfff
+}
+
+/// # Safety
+/// `[start, start + size)` must be mapped, writable, unused by anything else for
+/// the kernel's life, and this must be called once.
+pub unsafe fn init(start: u64, size: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { ALLOCATOR.lock().init(start as *mut u8, size as usize) };
+}
+
+pub struct HeapUsage {
+    pub used: usize,
+    pub free: usize,
+}
+
+/// Heap usage, or None if the heap is busy (called from where it might be held).
+pub fn usage() -> Option<HeapUsage> {
+    ALLOCATOR.try_lock().map(|h| HeapUsage {
+        used: h.used(),
+        free: h.free(),
+    })
+}
