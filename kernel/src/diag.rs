@@ -77,7 +77,7 @@ pub struct StackRange {
 
 impl StackRange {
     fn holds_frame(&self, rbp: u64) -> bool {
-        rbp % 8 == 0 && rbp >= self.bottom && rbp.checked_add(16).is_some_and(|end| end <= self.top)
+        rbp.is_multiple_of(8) && rbp >= self.bottom && rbp.checked_add(16).is_some_and(|end| end <= self.top)
     }
 }
 

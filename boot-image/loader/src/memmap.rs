@@ -28,7 +28,7 @@ pub enum MapError {
 
 fn align_up(x: u64) -> u64 {
     x.checked_add(PAGE - 1)
-        .map_or(u64::MAX & !(PAGE - 1), |v| v & !(PAGE - 1))
+        .map_or(!(PAGE - 1), |v| v & !(PAGE - 1))
 }
 fn align_down(x: u64) -> u64 {
     x & !(PAGE - 1)

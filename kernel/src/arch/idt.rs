@@ -176,10 +176,10 @@ fn addr(f: unsafe extern "C" fn()) -> VirtAddr {
 pub fn init() {
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
-        // SAFETY (for every set_handler_addr below): each address is a naked stub
-        // above that follows the interrupt entry protocol for its vector (error code
-        // pushed by the CPU exactly for 8, 10-14, 17, 21, 29, 30) and ends in iretq
-        // or never returns; IST indices refer to stacks installed by gdt::init.
+        // SAFETY: every address below is a naked stub above that follows the
+        // interrupt entry protocol for its vector (error code pushed by the CPU
+        // exactly for 8, 10-14, 17, 21, 29, 30) and ends in iretq or never
+        // returns; IST indices refer to stacks installed by gdt::init.
         unsafe {
             idt.divide_error.set_handler_addr(addr(vec0));
             idt.debug.set_handler_addr(addr(vec1));
