@@ -41,6 +41,13 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         bottom: boot_info.kernel_stack_bottom,
         top: boot_info.kernel_stack_bottom + boot_info.kernel_stack_len,
     };
+    log::info!(
+        "boot: {} memory regions, rsdp {:#x}, stack {:#x}..{:#x}, physical memory at {phys_offset:#x}",
+        regions.len(),
+        boot_info.rsdp_addr.into_option().unwrap_or(0),
+        boot_stack.bottom,
+        boot_stack.top
+    );
     let mut frame_allocator = frames::FrameAllocator::new(regions);
     let ist = paging::build::<{ gdt::IST_COUNT }>(regions, phys_offset, &mut frame_allocator)
         .unwrap_or_else(|e| stop(format_args!("page tables: {e:?}")));

@@ -37,6 +37,7 @@ pub struct Registers {
     pub ss: u64,
 }
 
+pub const DOUBLE_FAULT: u64 = 8;
 pub const PAGE_FAULT: u64 = 14;
 
 pub fn exception_name(vector: u64) -> &'static str {
@@ -77,7 +78,9 @@ pub struct StackRange {
 
 impl StackRange {
     fn holds_frame(&self, rbp: u64) -> bool {
-        rbp.is_multiple_of(8) && rbp >= self.bottom && rbp.checked_add(16).is_some_and(|end| end <= self.top)
+        rbp.is_multiple_of(8)
+            && rbp >= self.bottom
+            && rbp.checked_add(16).is_some_and(|end| end <= self.top)
     }
 }
 
@@ -122,7 +125,9 @@ pub fn write_exception(
         regs.vector,
         regs.error_code
     )?;
-    if regs.vector == PAGE_FAULT {
+    // A double fault is most often a page fault that could not be delivered, so
+    // CR2 (the address of the last page fault) is worth printing there too.
+    if regs.vector == PAGE_FAULT || regs.vector == DOUBLE_FAULT {
         writeln!(w, "FATAL cr2={cr2:#018x}")?;
         if let Some(guard) = guard_pages.iter().find(|&&g| cr2 >= g && cr2 - g < 4096) {
             writeln!(w, "FATAL stack-overflow guard={guard:#018x}")?;
