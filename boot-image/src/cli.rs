@@ -1,0 +1,381 @@
+//! Command-line parsing for the `boot-image` binary (pure; used by `main.rs` only).
+
+use std::path::PathBuf;
+
+use boot_image::{Accel, Profile, QemuConfig, validate_config_item};
+
+pub const USAGE: &str = "\
+Build the unikernel image and boot it in QEMU (-M microvm).
+
+Usage:
+  cargo run [-- OPTIONS] [-- QEMU-ARGS...]   build, then boot with the serial console here
+  cargo run -- image [--debug|--release]     build only; print the image path on stdout
+  cargo image [--debug]                      same (alias)
+
+Options:
+  --release           boot the release kernel (default)
+  --debug             boot the debug kernel
+  --accel MODE        auto (default): KVM if the kernel boots under it (banner within
+                      15 s), otherwise TCG; kvm or tcg: that one only
+  --memory MIB        guest RAM in MiB (default 128)
+  --port PORT         host port forwarded from 127.0.0.1 to guest port 80 (default 8080)
+  --no-net            no network device
+  --config KEY=VALUE  guest configuration item (repeatable), passed through fw_cfg
+                      opt/unikernel/config; an item must not contain ','
+  --qmp PATH          QMP control socket (unix:PATH,server=on,wait=off)
+  --serial-log FILE   also write the serial console to FILE
+  --reboot            let a guest reset reboot it (default: a reset ends QEMU)
+  -h, --help          this help
+  -- QEMU-ARGS...     appended verbatim to QEMU's command line
+                      (e.g. cargo run -- --port 8081 -- -d int,cpu_reset)
+
+Ctrl-C stops QEMU (the launcher waits up to 2 s, then kills it).
+
+Exit status:
+  0    QEMU ended normally: Ctrl-C, or the guest reset/powered off (with -no-reboot)
+  1    the build failed, QEMU could not start, or QEMU reported an error (shown above)
+  2    bad command-line options
+  3    the guest hit a fatal fault or panic; the dump is on the serial console above
+  N    other statuses are QEMU's own ((v << 1) | 1 if the guest wrote v to
+       isa-debug-exit); 128+S if QEMU was killed by signal S
+";
+
+/// What the user asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cli {
+    Help,
+    /// Build only and print the image path.
+    Image {
+        profile: Profile,
+    },
+    /// Build and boot.
+    Run(RunOptions),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    pub profile: Profile,
+    pub accel: Accel,
+    pub memory_mib: u32,
+    /// `None` with `--no-net`.
+    pub port: Option<u16>,
+    pub config: Vec<String>,
+    pub qmp: Option<PathBuf>,
+    pub serial_log: Option<PathBuf>,
+    pub reboot: bool,
+    pub qemu_args: Vec<String>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        let qemu = QemuConfig::default();
+        RunOptions {
+            profile: Profile::Release,
+            accel: qemu.accel,
+            memory_mib: qemu.memory_mib,
+            port: qemu.host_port,
+            config: Vec::new(),
+            qmp: None,
+            serial_log: None,
+            reboot: false,
+            qemu_args: Vec::new(),
+        }
+    }
+}
+
+impl RunOptions {
+    pub fn qemu_config(&self) -> QemuConfig {
+        QemuConfig {
+            accel: self.accel,
+            memory_mib: self.memory_mib,
+            host_port: self.port,
+            config: self.config.clone(),
+            no_reboot: !self.reboot,
+            qmp_socket: self.qmp.clone(),
+            extra_args: self.qemu_args.clone(),
+            serial_log: self.serial_log.clone(),
+            ..QemuConfig::default()
+        }
+    }
+}
+
+/// Splits `--name=value` into `("--name", Some("value"))`.
+fn split_inline(arg: &str) -> (&str, Option<&str>) {
+    match arg.split_once('=') {
+        Some((name, value)) if name.starts_with("--") => (name, Some(value)),
+        _ => (arg, None),
+    }
+}
+
+/// The value of option `name`: inline (`--name=value`) or the next argument.
+fn take_value(
+    name: &str,
+    inline: Option<&str>,
+    rest: &mut impl Iterator<Item = String>,
+    what: &str,
+) -> Result<String, String> {
+    match inline {
+        Some(v) => Ok(v.to_string()),
+        None => rest
+            .next()
+            .ok_or_else(|| format!("option {name} needs a value ({what})")),
+    }
+}
+
+fn parse_accel(value: &str) -> Result<Accel, String> {
+    match value {
+        "auto" => Ok(Accel::Auto),
+        "kvm" => Ok(Accel::Kvm),
+        "tcg" => Ok(Accel::Tcg),
+        _ => Err(format!("--accel must be auto, kvm or tcg, not {value:?}")),
+    }
+}
+
+fn parse_memory(value: &str) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(m) if m > 0 => Ok(m),
+        _ => Err(format!(
+            "--memory needs a size in MiB (a positive integer), not {value:?}"
+        )),
+    }
+}
+
+fn parse_port(value: &str) -> Result<u16, String> {
+    match value.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("--port needs a port number 1-65535, not {value:?}")),
+    }
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
+    let mut args = args.into_iter().peekable();
+    if args.peek().map(String::as_str) == Some("image") {
+        args.next();
+        return parse_image(args);
+    }
+    let mut opts = RunOptions::default();
+    let mut port_given = false;
+    let mut no_net = false;
+    while let Some(arg) = args.next() {
+        let (name, inline) = split_inline(&arg);
+        let flag_only = || match inline {
+            Some(_) => Err(format!("option {name} takes no value")),
+            None => Ok(()),
+        };
+        match name {
+            "-h" | "--help" => return Ok(Cli::Help),
+            "--release" => {
+                flag_only()?;
+                opts.profile = Profile::Release;
+            }
+            "--debug" => {
+                flag_only()?;
+                opts.profile = Profile::Debug;
+            }
+            "--no-net" => {
+                flag_only()?;
+                no_net = true;
+            }
+            "--reboot" => {
+                flag_only()?;
+                opts.reboot = true;
+            }
+            "--accel" => {
+                opts.accel = parse_accel(&take_value(name, inline, &mut args, "auto|kvm|tcg")?)?;
+            }
+            "--memory" => {
+                opts.memory_mib = parse_memory(&take_value(name, inline, &mut args, "MiB")?)?;
+            }
+            "--port" => {
+                opts.port = Some(parse_port(&take_value(name, inline, &mut args, "PORT")?)?);
+                port_given = true;
+            }
+            "--config" => {
+                let item = take_value(name, inline, &mut args, "KEY=VALUE")?;
+                validate_config_item(&item)?;
+                opts.config.push(item);
+            }
+            "--qmp" => {
+                opts.qmp = Some(take_value(name, inline, &mut args, "PATH")?.into());
+            }
+            "--serial-log" => {
+                opts.serial_log = Some(take_value(name, inline, &mut args, "FILE")?.into());
+            }
+            "--" => {
+                opts.qemu_args.extend(args.by_ref());
+            }
+            _ if arg.starts_with('-') => return Err(format!("unknown option {arg:?}")),
+            _ => return Err(format!("unexpected argument {arg:?}")),
+        }
+    }
+    if no_net {
+        if port_given {
+            return Err("--port and --no-net cannot be used together".to_string());
+        }
+        opts.port = None;
+    }
+    Ok(Cli::Run(opts))
+}
+
+fn parse_image(args: impl Iterator<Item = String>) -> Result<Cli, String> {
+    let mut profile = Profile::Release;
+    for arg in args {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Cli::Help),
+            "--release" => profile = Profile::Release,
+            "--debug" => profile = Profile::Debug,
+            _ => {
+                return Err(format!(
+                    "'image' takes only --debug or --release, not {arg:?}"
+                ));
+            }
+        }
+    }
+    Ok(Cli::Image { profile })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_strs(args: &[&str]) -> Result<Cli, String> {
+        parse(args.iter().map(|s| s.to_string()))
+    }
+
+    fn run(args: &[&str]) -> RunOptions {
+        match parse_strs(args) {
+            Ok(Cli::Run(opts)) => opts,
+            other => panic!("{args:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_arguments_means_run_with_defaults() {
+        let opts = run(&[]);
+        assert_eq!(opts, RunOptions::default());
+        assert_eq!(opts.profile, Profile::Release);
+        assert_eq!(opts.accel, Accel::Auto);
+        assert_eq!(opts.memory_mib, 128);
+        assert_eq!(opts.port, Some(8080));
+        let cfg = opts.qemu_config();
+        assert!(cfg.no_reboot && cfg.debug_exit);
+        assert_eq!(cfg.host_port, Some(8080));
+    }
+
+    #[test]
+    fn every_run_option() {
+        let opts = run(&[
+            "--debug",
+            "--accel",
+            "tcg",
+            "--memory=256",
+            "--port",
+            "9000",
+            "--config",
+            "ip=static",
+            "--config=log=debug",
+            "--qmp",
+            "/tmp/q.sock",
+            "--serial-log",
+            "serial.log",
+            "--reboot",
+            "--",
+            "-d",
+            "int",
+        ]);
+        assert_eq!(opts.profile, Profile::Debug);
+        assert_eq!(opts.accel, Accel::Tcg);
+        assert_eq!(opts.memory_mib, 256);
+        assert_eq!(opts.port, Some(9000));
+        assert_eq!(opts.config, ["ip=static", "log=debug"]);
+        assert_eq!(opts.qmp, Some(PathBuf::from("/tmp/q.sock")));
+        assert_eq!(opts.serial_log, Some(PathBuf::from("serial.log")));
+        assert!(opts.reboot);
+        assert_eq!(opts.qemu_args, ["-d", "int"]);
+        let cfg = opts.qemu_config();
+        assert!(!cfg.no_reboot);
+        assert_eq!(cfg.extra_args, ["-d", "int"]);
+        assert_eq!(cfg.serial_log, Some(PathBuf::from("serial.log")));
+    }
+
+    #[test]
+    fn no_net_removes_the_port_and_conflicts_with_port() {
+        assert_eq!(run(&["--no-net"]).port, None);
+        assert!(parse_strs(&["--no-net", "--port", "1"]).is_err());
+    }
+
+    #[test]
+    fn last_profile_wins() {
+        assert_eq!(run(&["--debug", "--release"]).profile, Profile::Release);
+    }
+
+    #[test]
+    fn help_anywhere() {
+        assert_eq!(parse_strs(&["-h"]), Ok(Cli::Help));
+        assert_eq!(parse_strs(&["--port", "1", "--help"]), Ok(Cli::Help));
+        assert_eq!(parse_strs(&["image", "--help"]), Ok(Cli::Help));
+    }
+
+    #[test]
+    fn image_subcommand() {
+        assert_eq!(
+            parse_strs(&["image"]),
+            Ok(Cli::Image {
+                profile: Profile::Release
+            })
+        );
+        assert_eq!(
+            parse_strs(&["image", "--debug"]),
+            Ok(Cli::Image {
+                profile: Profile::Debug
+            })
+        );
+        assert!(parse_strs(&["image", "--port", "1"]).is_err());
+    }
+
+    #[test]
+    fn bad_options_are_one_line_errors() {
+        for args in [
+            &["--bogus"][..],
+            &["stray"],
+            &["--accel", "xen"],
+            &["--accel"],
+            &["--memory", "0"],
+            &["--memory", "lots"],
+            &["--port", "0"],
+            &["--port", "70000"],
+            &["--config", "a=1,b=2"],
+            &["--config", "novalue"],
+            &["--no-net=yes"],
+            &["--qmp"],
+        ] {
+            let err = parse_strs(args).unwrap_err();
+            assert!(!err.contains('\n'), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn usage_documents_every_option_and_exit_status() {
+        for needle in [
+            "--accel",
+            "--memory",
+            "--port",
+            "--no-net",
+            "--config",
+            "--qmp",
+            "--release",
+            "--debug",
+            "--serial-log",
+            "--reboot",
+            "--help",
+            "image",
+            "Exit status",
+            "  0 ",
+            "  3 ",
+            "  2 ",
+        ] {
+            assert!(USAGE.contains(needle), "usage lacks {needle}");
+        }
+    }
+}

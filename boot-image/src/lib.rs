@@ -1,0 +1,24 @@
+//! Host side of the unikernel: builds the bootable image and runs it in QEMU.
+//!
+//! - [`build_image`] builds the kernel and the PVH loader (which embeds the kernel) for
+//!   `x86_64-unknown-none` and puts the one-file image in `target/image/<profile>/`.
+//! - [`qemu_command`] turns a [`QemuConfig`] into the `qemu-system-x86_64 -M microvm`
+//!   command line.
+//! - [`Guest`] starts QEMU (KVM when the guest actually boots under it, TCG otherwise),
+//!   captures the serial console and lets callers wait for lines and for the exit.
+//!
+//! The `boot-image` binary (what `cargo run` runs) uses all three.
+
+mod builder;
+mod capture;
+mod guest;
+mod kvm;
+mod qemu_command;
+
+pub use builder::{Artifacts, KERNEL_TARGET, Profile, build_image, repo_root};
+pub use guest::{FAULT_EXIT_STATUS, Guest, is_banner};
+pub use kvm::kvm_usable;
+pub use qemu_command::{
+    Accel, CONFIG_FW_CFG_NAME, GUEST_HTTP_PORT, QEMU_PROGRAM, QemuConfig, config_string, qemu_args,
+    qemu_command, validate_config_item,
+};

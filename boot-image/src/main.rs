@@ -1,0 +1,153 @@
+//! `cargo run`: build the image and boot it in QEMU with the serial console on this
+//! terminal. `cargo run -- --help` lists the options and exit statuses.
+
+mod cli;
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitCode, ExitStatus};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use boot_image::{Artifacts, FAULT_EXIT_STATUS, Guest, build_image};
+use cli::{Cli, RunOptions, USAGE};
+
+/// How long QEMU gets to exit by itself after Ctrl-C before it is killed.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
+/// How often the launcher looks for QEMU's exit and for Ctrl-C.
+const POLL: Duration = Duration::from_millis(100);
+/// Exit status for a build or start failure.
+const FAILURE: u8 = 1;
+/// Exit status for bad options.
+const USAGE_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let args: Result<Vec<String>, _> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect();
+    let parsed = match args {
+        Ok(args) => cli::parse(args),
+        Err(bad) => Err(format!("argument {bad:?} is not valid UTF-8")),
+    };
+    match parsed {
+        Err(e) => {
+            eprintln!("boot-image: {e}");
+            eprintln!("Try 'cargo run -- --help'.");
+            ExitCode::from(USAGE_ERROR)
+        }
+        Ok(Cli::Help) => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Ok(Cli::Image { profile }) => match build_image(profile) {
+            Ok(artifacts) => {
+                println!("{}", artifacts.image.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Ok(Cli::Run(opts)) => run(&opts),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("boot-image: error: {message}");
+    ExitCode::from(FAILURE)
+}
+
+fn run(opts: &RunOptions) -> ExitCode {
+    // Ctrl-C reaches QEMU too (same process group); the launcher must outlive it to
+    // reap it and report its status. SIGTERM and SIGHUP land here as well.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupted);
+    if let Err(e) = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)) {
+        return fail(&format!("could not install the Ctrl-C handler: {e}"));
+    }
+
+    let artifacts = match build_image(opts.profile) {
+        Ok(a) => a,
+        Err(_) if interrupted.load(Ordering::SeqCst) => return interrupted_exit(),
+        Err(e) => return fail(&e),
+    };
+    if interrupted.load(Ordering::SeqCst) {
+        return interrupted_exit();
+    }
+    if let Some(port) = opts.port
+        && let Err(e) = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+    {
+        return fail(&format!(
+            "cannot forward 127.0.0.1:{port} ({e}); is another instance running? choose another with --port"
+        ));
+    }
+
+    let mut guest = match Guest::start(&artifacts.image, &opts.qemu_config(), true) {
+        Ok(g) => g,
+        Err(_) if interrupted.load(Ordering::SeqCst) => return interrupted_exit(),
+        Err(e) => return fail(&e),
+    };
+    if let Some(port) = opts.port {
+        eprintln!("boot-image: site: http://127.0.0.1:{port}/");
+    }
+
+    let status = loop {
+        if let Some(status) = guest.wait_exit(POLL) {
+            break Some(status);
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            match guest.wait_exit(INTERRUPT_GRACE) {
+                Some(status) => break Some(status),
+                None => {
+                    eprintln!(
+                        "boot-image: QEMU did not exit within {INTERRUPT_GRACE:?}; killing it"
+                    );
+                    guest.kill();
+                    break None;
+                }
+            }
+        }
+    };
+    match status {
+        Some(status) => report_exit(status, &artifacts),
+        // Killed by us after Ctrl-C: the user asked for it.
+        None => ExitCode::SUCCESS,
+    }
+}
+
+fn interrupted_exit() -> ExitCode {
+    eprintln!("boot-image: interrupted");
+    ExitCode::SUCCESS
+}
+
+/// Says what QEMU's status means and passes it on as ours.
+fn report_exit(status: ExitStatus, artifacts: &Artifacts) -> ExitCode {
+    match (status.code(), status.signal()) {
+        (Some(0), _) => ExitCode::SUCCESS,
+        (Some(FAULT_EXIT_STATUS), _) => {
+            eprintln!(
+                "boot-image: the guest hit a fatal fault or panic (QEMU exit status {FAULT_EXIT_STATUS}); \
+                 kernel ELF for symbolizing: {}",
+                artifacts.kernel_elf.display()
+            );
+            ExitCode::from(exit_byte(FAULT_EXIT_STATUS))
+        }
+        (Some(code), _) => {
+            eprintln!("boot-image: QEMU exited with status {code}");
+            ExitCode::from(exit_byte(code))
+        }
+        (None, Some(signal)) => {
+            eprintln!("boot-image: QEMU was killed by signal {signal}");
+            ExitCode::from(exit_byte(128 + signal))
+        }
+        (None, None) => {
+            eprintln!("boot-image: QEMU ended with {status}");
+            ExitCode::from(FAILURE)
+        }
+    }
+}
+
+/// An exit status as the byte a process can return (1 if it does not fit).
+fn exit_byte(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(FAILURE)
+}
