@@ -30,8 +30,9 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let regions: &[bootloader_api::info::MemoryRegion] = &boot_info.memory_regions;
     let usable = frames::usable_bytes(regions);
     serial::print(format_args!(
-        "unikernel v{VERSION} booted: {} MiB usable memory",
-        usable >> 20
+        "unikernel v{VERSION} booted: {} MiB usable memory, cpu probe {} cycles/iteration",
+        usable >> 20,
+        cpu::speed_probe()
     ));
 
     let Some(phys_offset) = boot_info.physical_memory_offset.into_option() else {
