@@ -3,10 +3,15 @@
 use crate::arch::{self, clock, cpu, fault, gdt, idt, ioapic, lapic, serial};
 use crate::config::{Config, LogLevel, MAX_CONFIG_LEN};
 use crate::dev::fw_cfg;
+use crate::dev::net::{self as dev_net, NetDriver};
+use crate::dev::virtio::{self, MaskedTransport};
 use crate::diag::StackRange;
 use crate::mem::{frames, heap, paging};
+use crate::net::Stack;
+use crate::net::server::Server;
 use bootloader_api::BootInfo;
 use bootloader_api::config::{BootloaderConfig, Mapping};
+use virtio_drivers::transport::Transport;
 
 /// What we ask of the loader: all physical memory mapped (anywhere), and a
 /// 256 KiB boot stack (it gets an unmapped guard page below it).
@@ -97,12 +102,89 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         frame_allocator.free_frames()
     );
 
-    init_interrupts();
+    let ioapics = init_interrupts();
     if let Some(fault) = config.fault {
         arch::fault_inject::inject(fault);
     }
+    let stack = start_network(&config, &ioapics);
     log::info!("kernel: init complete");
-    idle()
+    match stack {
+        Some((stack, server)) => serve(stack, server),
+        None => idle(),
+    }
+}
+
+/// Finds the NIC, routes its interrupt and brings up the TCP/IP stack.
+fn start_network(config: &Config, ioapics: &[ioapic::IoApic]) -> Option<(Stack, Server)> {
+    let mut nic = None;
+    virtio::discover(ioapics.len() > 1, |found| {
+        if nic.is_none()
+            && found.transport.device_type() == virtio_drivers::transport::DeviceType::Network
+        {
+            nic = Some(found);
+        }
+        // Other devices keep their transport alive (dropping it would reset them).
+        else {
+            core::mem::forget(found.transport);
+        }
+    });
+    let Some(found) = nic else {
+        log::warn!(
+            "net: no virtio-net device: not serving HTTP (the rest of the kernel keeps running)"
+        );
+        return None;
+    };
+    let driver = match NetDriver::new(MaskedTransport(found.transport), found.window) {
+        Ok(driver) => driver,
+        Err(e) => {
+            log::error!("net: virtio-net init failed: {e:?}; not serving HTTP");
+            return None;
+        }
+    };
+    let Some(vector) = idt::set_device_handler(0, dev_net::on_interrupt) else {
+        log::error!("net: no interrupt vector left");
+        return None;
+    };
+    let routed = ioapics.iter().any(|io| io.covers(found.gsi));
+    let mut routed_ok = false;
+    for io in ioapics {
+        if io.covers(found.gsi) {
+            // virtio-mmio interrupts are level-triggered, active-high.
+            routed_ok = io.route(found.gsi, vector, lapic::id(), true, false);
+        }
+    }
+    if !routed || !routed_ok {
+        log::warn!(
+            "net: GSI {} is on no IOAPIC: running on the periodic tick only",
+            found.gsi
+        );
+    } else {
+        log::info!("net: GSI {} -> vector {vector}, level-triggered", found.gsi);
+    }
+    let mut stack = Stack::new(driver, config, clock::uptime_ms(), cpu::rdtsc());
+    let server = Server::new(&mut stack, config.http_sockets);
+    Some((stack, server))
+}
+
+/// The main loop: service the network, then sleep until an interrupt (the NIC or
+/// the 100 Hz tick). A lost NIC interrupt costs at most one tick.
+fn serve(mut stack: Stack, mut server: Server) -> ! {
+    cpu::enable_interrupts();
+    loop {
+        let now = clock::uptime_ms();
+        dev_net::NET_PENDING.store(false, core::sync::atomic::Ordering::Release);
+        stack.poll(now);
+        server.service(&mut stack, now);
+        stack.poll(now);
+        cpu::disable_interrupts();
+        let busy = dev_net::NET_PENDING.load(core::sync::atomic::Ordering::Acquire)
+            || stack.poll_delay(now) == Some(smoltcp::time::Duration::ZERO);
+        if busy {
+            cpu::enable_interrupts();
+        } else {
+            cpu::enable_interrupts_and_halt();
+        }
+    }
 }
 
 fn load_config() -> Config {
@@ -116,7 +198,8 @@ fn load_config() -> Config {
     config
 }
 
-fn init_interrupts() {
+fn init_interrupts() -> alloc::vec::Vec<ioapic::IoApic> {
+    let mut found = alloc::vec::Vec::new();
     // The legacy PICs stay masked; everything goes through the IOAPICs and LAPIC.
     cpu::outb(0x21, 0xff);
     cpu::outb(0xa1, 0xff);
@@ -135,6 +218,7 @@ fn init_interrupts() {
                     gsi_base,
                     gsi_base + io.entries - 1
                 );
+                found.push(io);
             }
             None => log::info!("irq: no ioapic at {phys:#x}"),
         }
@@ -152,6 +236,7 @@ fn init_interrupts() {
     );
     clock::start_tick(idt::TIMER_VECTOR, cal.lapic_hz);
     log::info!("irq: lapic {} timer at {} Hz", lapic::id(), clock::TICK_HZ);
+    found
 }
 
 fn idle() -> ! {

@@ -54,10 +54,32 @@ impl LogLevel {
     }
 }
 
+/// How the guest gets its IPv4 address (`ip=dhcp` or `ip=A.B.C.D/N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpMode {
+    /// DHCP, falling back to [`FALLBACK_ADDRESS`] if no lease comes in time.
+    Dhcp,
+    Static {
+        address: [u8; 4],
+        prefix: u8,
+    },
+}
+
+/// QEMU user networking's fixed guest address and gateway.
+pub const FALLBACK_ADDRESS: ([u8; 4], u8) = ([10, 0, 2, 15], 24);
+pub const FALLBACK_GATEWAY: [u8; 4] = [10, 0, 2, 2];
+pub const DEFAULT_HTTP_SOCKETS: usize = 64;
+pub const MAX_HTTP_SOCKETS: usize = 256;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
     pub fault: Option<Fault>,
     pub log_level: LogLevel,
+    pub ip: IpMode,
+    /// Default route for a static address (DHCP supplies its own).
+    pub gateway: [u8; 4],
+    /// Size of the pool of listening TCP sockets (concurrent connections).
+    pub http_sockets: usize,
 }
 
 impl Default for Config {
@@ -65,8 +87,36 @@ impl Default for Config {
         Config {
             fault: None,
             log_level: LogLevel::Info,
+            ip: IpMode::Dhcp,
+            gateway: FALLBACK_GATEWAY,
+            http_sockets: DEFAULT_HTTP_SOCKETS,
         }
     }
+}
+
+fn parse_ipv4(text: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = text.split('.');
+    for byte in out.iter_mut() {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *byte = part.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+fn parse_ip_mode(text: &str) -> Option<IpMode> {
+    if text == "dhcp" {
+        return Some(IpMode::Dhcp);
+    }
+    let (address, prefix) = text.split_once('/')?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| (1..=32).contains(p))?;
+    Some(IpMode::Static {
+        address: parse_ipv4(address)?,
+        prefix,
+    })
 }
 
 /// What was wrong with one item; the caller logs it.
@@ -144,6 +194,18 @@ impl Config {
                     Some(level) => config.log_level = level,
                     None => warn(bad),
                 },
+                "ip" => match parse_ip_mode(value) {
+                    Some(mode) => config.ip = mode,
+                    None => warn(bad),
+                },
+                "gateway" => match parse_ipv4(value) {
+                    Some(gateway) => config.gateway = gateway,
+                    None => warn(bad),
+                },
+                "sockets" => match value.parse() {
+                    Ok(n) if (1..=MAX_HTTP_SOCKETS).contains(&n) => config.http_sockets = n,
+                    _ => warn(bad),
+                },
                 _ => warn(ConfigWarning::UnknownKey(key)),
             }
         }
@@ -172,6 +234,8 @@ mod tests {
         let (c, w) = parse("fault=pagefault, log=debug");
         assert!(w.is_empty());
         assert_eq!(c.fault, Some(Fault::PageFault));
+        assert_eq!(c.ip, IpMode::Dhcp);
+        assert_eq!(c.http_sockets, DEFAULT_HTTP_SOCKETS);
         assert_eq!(c.log_level, LogLevel::Debug);
         for (v, f) in [
             ("panic", Some(Fault::Panic)),
@@ -181,6 +245,43 @@ mod tests {
         ] {
             assert_eq!(parse(&format!("fault={v}")).0.fault, f);
         }
+    }
+
+    #[test]
+    fn network_keys() {
+        let (c, w) = parse("ip=192.168.7.2/28,gateway=192.168.7.1,sockets=128");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            c.ip,
+            IpMode::Static {
+                address: [192, 168, 7, 2],
+                prefix: 28
+            }
+        );
+        assert_eq!(c.gateway, [192, 168, 7, 1]);
+        assert_eq!(c.http_sockets, 128);
+        assert_eq!(parse("ip=dhcp").0.ip, IpMode::Dhcp);
+        for bad in [
+            "ip=10.0.2.15",
+            "ip=10.0.2.15/33",
+            "ip=10.0.2.15/0",
+            "ip=10.0.2/24",
+            "ip=10.0.2.256/24",
+            "ip=10.0.2.1.5/24",
+            "ip=10.0.+2.1/24",
+            "gateway=1.2.3",
+            "sockets=0",
+            "sockets=257",
+            "sockets=-1",
+        ] {
+            let (c, w) = parse(bad);
+            assert_eq!(w.len(), 1, "{bad}");
+            assert_eq!(c, Config::default(), "{bad}");
+        }
+        assert_eq!(
+            parse(&format!("sockets={MAX_HTTP_SOCKETS}")).0.http_sockets,
+            MAX_HTTP_SOCKETS
+        );
     }
 
     #[test]

@@ -20,12 +20,12 @@
 extern crate alloc;
 
 pub mod config;
+pub mod dev;
 pub mod diag;
 pub mod mem;
+pub mod net;
 
 #[cfg(target_os = "none")]
 pub mod arch;
 #[cfg(target_os = "none")]
 pub mod boot;
-#[cfg(target_os = "none")]
-pub mod dev;

@@ -88,6 +88,10 @@ pub fn uptime_ns() -> u64 {
     (u128::from(delta) * 1_000_000_000 / u128::from(TSC_HZ.load(Ordering::Relaxed))) as u64
 }
 
+pub fn uptime_ms() -> u64 {
+    uptime_ns() / 1_000_000
+}
+
 pub fn ticks() -> u64 {
     TICKS.load(Ordering::Relaxed)
 }

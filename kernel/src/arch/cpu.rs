@@ -50,6 +50,10 @@ pub fn enable_interrupts_and_halt() {
     unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
 }
 
+pub fn enable_interrupts() {
+    x86_64::instructions::interrupts::enable();
+}
+
 pub fn disable_interrupts() {
     x86_64::instructions::interrupts::disable();
 }

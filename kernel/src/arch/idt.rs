@@ -19,6 +19,23 @@ pub const DEVICE_VECTOR_BASE: u8 = 33;
 pub const DEVICE_VECTORS: u8 = 31;
 pub const SPURIOUS_VECTOR: u8 = 255;
 
+/// Handlers for device vectors, registered once by drivers. They run in
+/// interrupt context: acknowledge the device, record that work is pending, return.
+static DEVICE_HANDLERS: [Once<fn()>; DEVICE_VECTORS as usize] =
+    [const { Once::new() }; DEVICE_VECTORS as usize];
+
+/// Registers `handler` for device vector number `index` (0-based); returns the
+/// CPU vector to route the device's interrupt line to, or None if `index` is out
+/// of range or already taken.
+pub fn set_device_handler(index: u8, handler: fn()) -> Option<u8> {
+    let slot = DEVICE_HANDLERS.get(usize::from(index))?;
+    if slot.get().is_some() {
+        return None;
+    }
+    slot.call_once(|| handler);
+    Some(DEVICE_VECTOR_BASE + index)
+}
+
 /// Interrupts on vectors nobody claimed.
 pub static UNEXPECTED_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
 
@@ -160,8 +177,17 @@ extern "C" fn dispatch(regs: &mut Registers) {
         }
         // The LAPIC does not expect an EOI for spurious interrupts.
         v if v == u64::from(SPURIOUS_VECTOR) => {}
-        _ => {
-            UNEXPECTED_INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+        v => {
+            let handler = v
+                .checked_sub(u64::from(DEVICE_VECTOR_BASE))
+                .and_then(|i| DEVICE_HANDLERS.get(i as usize))
+                .and_then(Once::get);
+            match handler {
+                Some(handler) => handler(),
+                None => {
+                    UNEXPECTED_INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             lapic::eoi();
         }
     }

@@ -48,7 +48,7 @@ impl IoApic {
         }
     }
 
-    fn write(&mut self, reg: u32, value: u32) {
+    fn write(&self, reg: u32, value: u32) {
         // SAFETY: as for read.
         unsafe {
             ((self.base as usize + IOREGSEL) as *mut u32).write_volatile(reg);
@@ -56,11 +56,15 @@ impl IoApic {
         }
     }
 
+    pub fn covers(&self, gsi: u32) -> bool {
+        gsi >= self.gsi_base && gsi - self.gsi_base < self.entries
+    }
+
     pub fn id(&mut self) -> u32 {
         (self.read(REG_ID) >> 24) & 0xf
     }
 
-    fn set_entry(&mut self, index: u32, value: u64) {
+    fn set_entry(&self, index: u32, value: u64) {
         self.write(REG_REDIRECTION + 2 * index, value as u32);
         self.write(REG_REDIRECTION + 2 * index + 1, (value >> 32) as u32);
     }
@@ -73,14 +77,7 @@ impl IoApic {
 
     /// Routes `gsi` to `vector` on the LAPIC `apic_id`. Returns false if the GSI
     /// is not on this IOAPIC.
-    pub fn route(
-        &mut self,
-        gsi: u32,
-        vector: u8,
-        apic_id: u32,
-        level: bool,
-        active_low: bool,
-    ) -> bool {
+    pub fn route(&self, gsi: u32, vector: u8, apic_id: u32, level: bool, active_low: bool) -> bool {
         let Some(index) = gsi.checked_sub(self.gsi_base).filter(|&i| i < self.entries) else {
             return false;
         };

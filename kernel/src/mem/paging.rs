@@ -22,10 +22,21 @@ pub const IST_REGION: u64 = 0xffff_fe80_0000_0000;
 pub const IST_STACK_SIZE: u64 = 32 * 1024;
 
 static PHYS_OFFSET: AtomicU64 = AtomicU64::new(0);
+static PHYS_WINDOW_LEN: AtomicU64 = AtomicU64::new(0);
 
 /// The kernel's address for physical address `phys`.
 pub fn phys_to_virt(phys: u64) -> u64 {
     phys + PHYS_OFFSET.load(Ordering::Relaxed)
+}
+
+/// The physical address behind `virt`, which must be in the physical-memory
+/// window (the heap is); anything else is a kernel bug, not an input error.
+pub fn virt_to_phys(virt: u64) -> u64 {
+    let offset = PHYS_OFFSET.load(Ordering::Relaxed);
+    match virt.checked_sub(offset) {
+        Some(phys) if phys < PHYS_WINDOW_LEN.load(Ordering::Relaxed) => phys,
+        _ => panic!("virt_to_phys: {virt:#x} is outside the physical-memory window"),
+    }
 }
 
 #[derive(Debug)]
@@ -72,6 +83,7 @@ pub fn build<const N: usize>(
     PHYS_OFFSET.store(phys_offset, Ordering::Relaxed);
     let ram_end = regions.iter().map(|r| r.end).max().unwrap_or(0);
     let phys_map_len = ram_end.max(4 << 30).next_multiple_of(1 << 30);
+    PHYS_WINDOW_LEN.store(phys_map_len, Ordering::Relaxed);
     let phys_slots = (phys_offset >> 39) & 0x1ff..=((phys_offset + phys_map_len - 1) >> 39) & 0x1ff;
 
     let pml4_phys = frames.alloc().ok_or(PagingError::OutOfFrames)?;

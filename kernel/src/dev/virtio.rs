@@ -1,0 +1,227 @@
+//! virtio-mmio on microvm: the `virtio_drivers::Hal` implementation, a transport
+//! wrapper that hides features this kernel does not want negotiated, and
+//! discovery of the transports and their interrupt lines.
+
+use crate::mem::paging;
+use alloc::alloc::{Layout, alloc_zeroed, dealloc};
+use core::ptr::NonNull;
+use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
+use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
+use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE, PhysAddr};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+/// First transport window; transport `i` is at `MMIO_BASE + i * MMIO_SIZE`.
+pub const MMIO_BASE: u64 = 0xfeb0_0000;
+pub const MMIO_SIZE: u64 = 0x200;
+/// With the second IOAPIC (microvm default `ioapic2=on`): 24 transports on GSI 24+i.
+const TRANSPORTS_WITH_IOAPIC2: u32 = 24;
+const GSI_BASE_WITH_IOAPIC2: u32 = 24;
+/// Without it (`ioapic2=off`, or `acpi=off`): 8 transports on GSI 5+i.
+const TRANSPORTS_LEGACY: u32 = 8;
+const GSI_BASE_LEGACY: u32 = 5;
+
+/// Register offsets the interrupt handler and the driver's kicks use directly:
+/// the transport object belongs to the driver, which the main loop may be using.
+pub const REG_QUEUE_NOTIFY: usize = 0x050;
+pub const REG_INTERRUPT_STATUS: usize = 0x060;
+pub const REG_INTERRUPT_ACK: usize = 0x064;
+
+/// `RING_EVENT_IDX`: masked, see [`MaskedTransport`].
+const FEATURE_RING_EVENT_IDX: u64 = 1 << 29;
+
+pub struct KernelHal;
+
+fn dma_layout(pages: usize) -> Option<Layout> {
+    Layout::from_size_align(pages.checked_mul(PAGE_SIZE)?, PAGE_SIZE).ok()
+}
+
+// SAFETY: DMA memory comes from the heap, which is one physically contiguous
+// block mapped in the physical-memory window, so `virt - offset` is the physical
+// address of every byte; allocations are page-aligned and zeroed, and are freed
+// only through `dma_dealloc`. `share` requires buffers in that window (the heap),
+// which is where every buffer this kernel hands to a device lives.
+unsafe impl Hal for KernelHal {
+    fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
+        let layout =
+            dma_layout(pages).unwrap_or_else(|| panic!("virtio: bad DMA size {pages} pages"));
+        // SAFETY: the layout has a non-zero size (pages >= 1 in every virtio-drivers call).
+        let ptr = unsafe { alloc_zeroed(layout) };
+        let Some(vaddr) = NonNull::new(ptr) else {
+            panic!("virtio: out of memory for {pages} DMA pages")
+        };
+        (paging::virt_to_phys(vaddr.as_ptr() as u64), vaddr)
+    }
+
+    unsafe fn dma_dealloc(_paddr: PhysAddr, vaddr: NonNull<u8>, pages: usize) -> i32 {
+        let Some(layout) = dma_layout(pages) else {
+            return -1;
+        };
+        // SAFETY: the caller passes back what dma_alloc returned, with the same page count.
+        unsafe { dealloc(vaddr.as_ptr(), layout) };
+        0
+    }
+
+    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
+        NonNull::new(paging::phys_to_virt(paddr) as *mut u8).expect("physical window is not null")
+    }
+
+    unsafe fn share(buffer: NonNull<[u8]>, _direction: BufferDirection) -> PhysAddr {
+        paging::virt_to_phys(buffer.as_ptr() as *mut u8 as u64)
+    }
+
+    unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
+}
+
+/// An MMIO transport that does not offer `RING_EVENT_IDX` to the driver: with it,
+/// virtio-drivers 0.13 can miss a notification at the 65535 -> 0 index wrap and
+/// cannot suppress interrupts (see STYLE.md). Everything else is passed through.
+pub struct MaskedTransport(pub MmioTransport<'static>);
+
+impl Transport for MaskedTransport {
+    fn device_type(&self) -> DeviceType {
+        self.0.device_type()
+    }
+    fn read_device_features(&mut self) -> u64 {
+        self.0.read_device_features() & !FEATURE_RING_EVENT_IDX
+    }
+    fn write_driver_features(&mut self, driver_features: u64) {
+        self.0.write_driver_features(driver_features)
+    }
+    fn max_queue_size(&mut self, queue: u16) -> u32 {
+        self.0.max_queue_size(queue)
+    }
+    fn notify(&mut self, queue: u16) {
+        self.0.notify(queue)
+    }
+    fn get_status(&self) -> DeviceStatus {
+        self.0.get_status()
+    }
+    fn set_status(&mut self, status: DeviceStatus) {
+        self.0.set_status(status)
+    }
+    fn set_guest_page_size(&mut self, guest_page_size: u32) {
+        self.0.set_guest_page_size(guest_page_size)
+    }
+    fn requires_legacy_layout(&self) -> bool {
+        self.0.requires_legacy_layout()
+    }
+    fn queue_set(
+        &mut self,
+        queue: u16,
+        size: u32,
+        descriptors: PhysAddr,
+        driver_area: PhysAddr,
+        device_area: PhysAddr,
+    ) {
+        self.0
+            .queue_set(queue, size, descriptors, driver_area, device_area)
+    }
+    fn queue_unset(&mut self, queue: u16) {
+        self.0.queue_unset(queue)
+    }
+    fn queue_used(&mut self, queue: u16) -> bool {
+        self.0.queue_used(queue)
+    }
+    fn ack_interrupt(&mut self) -> InterruptStatus {
+        self.0.ack_interrupt()
+    }
+    fn read_config_generation(&self) -> u32 {
+        self.0.read_config_generation()
+    }
+    fn read_config_space<T: FromBytes + IntoBytes>(
+        &self,
+        offset: usize,
+    ) -> virtio_drivers::Result<T> {
+        self.0.read_config_space(offset)
+    }
+    fn write_config_space<T: IntoBytes + Immutable>(
+        &mut self,
+        offset: usize,
+        value: T,
+    ) -> virtio_drivers::Result<()> {
+        self.0.write_config_space(offset, value)
+    }
+}
+
+/// A raw view of one transport's register window, for the interrupt handler
+/// and for queue kicks.
+#[derive(Debug, Clone, Copy)]
+pub struct MmioWindow {
+    pub virt: u64,
+}
+
+impl MmioWindow {
+    fn reg(&self, offset: usize) -> *mut u32 {
+        (self.virt as usize + offset) as *mut u32
+    }
+
+    /// Reads InterruptStatus and acknowledges exactly those bits (virtio-mmio
+    /// interrupts are level-triggered: the line stays up until acknowledged).
+    pub fn ack_interrupt(&self) -> u32 {
+        // SAFETY: `virt` is the uncached mapping of a live virtio-mmio window
+        // (from discovery); status and ack are 32-bit registers inside it.
+        unsafe {
+            let status = self.reg(REG_INTERRUPT_STATUS).read_volatile();
+            self.reg(REG_INTERRUPT_ACK).write_volatile(status);
+            status
+        }
+    }
+
+    /// Kicks queue `queue` (QueueNotify), whatever the device's suppression flags say.
+    pub fn notify(&self, queue: u16) {
+        // SAFETY: as for ack_interrupt; QueueNotify is write-only and takes a queue index.
+        unsafe { self.reg(REG_QUEUE_NOTIFY).write_volatile(u32::from(queue)) };
+    }
+}
+
+/// One device found on a virtio-mmio transport.
+pub struct Found {
+    pub slot: u32,
+    pub phys: u64,
+    pub gsi: u32,
+    pub window: MmioWindow,
+    pub transport: MmioTransport<'static>,
+}
+
+/// Probes every transport window. `ioapic2` says whether the second IOAPIC
+/// exists, which decides how many transports microvm has and their GSIs.
+/// Logs one line per device and returns them; empty and absent slots are skipped.
+pub fn discover(ioapic2: bool, mut found: impl FnMut(Found)) -> u32 {
+    let (count, gsi_base) = if ioapic2 {
+        (TRANSPORTS_WITH_IOAPIC2, GSI_BASE_WITH_IOAPIC2)
+    } else {
+        (TRANSPORTS_LEGACY, GSI_BASE_LEGACY)
+    };
+    let mut devices = 0;
+    for slot in 0..count {
+        let phys = MMIO_BASE + u64::from(slot) * MMIO_SIZE;
+        let virt = paging::phys_to_virt(phys);
+        let Some(header) = NonNull::new(virt as *mut VirtIOHeader) else {
+            continue;
+        };
+        // SAFETY: the window is inside microvm's virtio-mmio range, mapped uncached in
+        // the physical window for the kernel's life, 512 bytes with its config space;
+        // each slot is probed once and a transport kept for the kernel's life.
+        let transport = match unsafe { MmioTransport::new(header, MMIO_SIZE as usize) } {
+            Ok(t) => t,
+            // Device ID 0 (empty slot) or no magic (absent): nothing there.
+            Err(_) => continue,
+        };
+        let gsi = gsi_base + slot;
+        log::info!(
+            "virtio: slot {slot} at {phys:#x} GSI {gsi}: {:?} (virtio-mmio {:?})",
+            transport.device_type(),
+            transport.version()
+        );
+        devices += 1;
+        found(Found {
+            slot,
+            phys,
+            gsi,
+            window: MmioWindow { virt },
+            transport,
+        });
+    }
+    log::info!("virtio: {devices} device(s) on {count} transports");
+    devices
+}
