@@ -54,6 +54,7 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         boot_stack.bottom,
         boot_stack.top
     );
+    arch::exit::set_phys_offset(phys_offset);
     let mut frame_allocator = frames::FrameAllocator::new(regions);
     let ist = paging::build::<{ gdt::IST_COUNT }>(regions, phys_offset, &mut frame_allocator)
         .unwrap_or_else(|e| stop(format_args!("page tables: {e:?}")));

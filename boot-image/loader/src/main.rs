@@ -7,7 +7,11 @@
 //! with an unmapped guard page below, builds its `BootInfo` and jumps to it.
 #![no_std]
 #![no_main]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc
+)]
 
 mod paging;
 mod serial;

@@ -77,7 +77,7 @@ pub struct RxFrame {
 
 impl RxFrame {
     pub fn frame(&self) -> &[u8] {
-        let end = self.start.checked_add(self.len).unwrap_or(usize::MAX);
+        let end = self.start.saturating_add(self.len);
         self.buffer.get(self.start..end).unwrap_or(&[])
     }
 }
