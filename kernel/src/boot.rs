@@ -1,16 +1,19 @@
 //! Bring-up order and the idle loop.
 
+use crate::app::Stats;
 use crate::arch::{self, clock, cpu, fault, gdt, idt, ioapic, lapic, serial};
 use crate::config::{Config, LogLevel, MAX_CONFIG_LEN};
 use crate::dev::fw_cfg;
 use crate::dev::net::{self as dev_net, NetDriver};
 use crate::dev::virtio::{self, MaskedTransport};
 use crate::diag::StackRange;
+use crate::http::Limits;
 use crate::mem::{frames, heap, paging};
 use crate::net::Stack;
 use crate::net::server::Server;
 use bootloader_api::BootInfo;
 use bootloader_api::config::{BootloaderConfig, Mapping};
+use core::sync::atomic::Ordering;
 use virtio_drivers::transport::Transport;
 
 /// What we ask of the loader: all physical memory mapped (anywhere), and a
@@ -163,28 +166,59 @@ fn start_network(config: &Config, ioapics: &[ioapic::IoApic]) -> Option<(Stack, 
         log::info!("net: GSI {} -> vector {vector}, level-triggered", found.gsi);
     }
     let mut stack = Stack::new(driver, config, clock::uptime_ms(), cpu::rdtsc());
-    let server = Server::new(&mut stack, config.http_sockets);
+    let server = Server::new(&mut stack, config.http_sockets, Limits::default());
     Some((stack, server))
 }
 
 /// The main loop: service the network, then sleep until an interrupt (the NIC or
 /// the 100 Hz tick). A lost NIC interrupt costs at most one tick.
 fn serve(mut stack: Stack, mut server: Server) -> ! {
+    let mut stats = Stats::new(VERSION);
+    let mut last_tick = clock::ticks();
     cpu::enable_interrupts();
     loop {
         let now = clock::uptime_ms();
-        dev_net::NET_PENDING.store(false, core::sync::atomic::Ordering::Release);
-        stack.poll(now);
-        server.service(&mut stack, now);
-        stack.poll(now);
-        cpu::disable_interrupts();
-        let busy = dev_net::NET_PENDING.load(core::sync::atomic::Ordering::Acquire)
-            || stack.poll_delay(now) == Some(smoltcp::time::Duration::ZERO);
-        if busy {
-            cpu::enable_interrupts();
-        } else {
-            cpu::enable_interrupts_and_halt();
+        let from_irq = dev_net::NET_PENDING.swap(false, Ordering::AcqRel);
+        let listening = server.listening(&stack);
+        let syns_before = stack.phy.syns_seen;
+        let mut worked = stack.poll(now);
+        // smoltcp answers a SYN with no listening socket with RST: that is a refusal.
+        let syns = stack.phy.syns_seen - syns_before;
+        stats.connections_refused += syns.saturating_sub(listening);
+        if worked && !from_irq {
+            stats.timer_recoveries += 1;
         }
+        let health = stack.health();
+        let busy = server.service(&mut stack, now, &mut stats, health);
+        worked |= stack.poll(now);
+        let tick = clock::ticks();
+        if tick != last_tick {
+            last_tick = tick;
+            stack.tick_housekeeping();
+        }
+        fill_stats(&mut stats, &mut stack, now);
+        cpu::disable_interrupts();
+        let idle = !busy
+            && !worked
+            && !dev_net::NET_PENDING.load(Ordering::Acquire)
+            && stack.poll_delay(now) != Some(smoltcp::time::Duration::ZERO);
+        if idle {
+            cpu::enable_interrupts_and_halt();
+        } else {
+            cpu::enable_interrupts();
+        }
+    }
+}
+
+fn fill_stats(stats: &mut Stats, stack: &mut Stack, now: u64) {
+    stats.uptime_ms = now;
+    stats.loop_iterations += 1;
+    stats.interrupts_net = dev_net::NET_INTERRUPTS.load(Ordering::Relaxed);
+    stats.interrupts_timer = clock::ticks();
+    stack.fill_stats(stats);
+    if let Some(usage) = heap::usage() {
+        stats.heap_used = usage.used as u64;
+        stats.heap_free = usage.free as u64;
     }
 }
 

@@ -16,12 +16,13 @@
     clippy::missing_safety_doc
 )]
 
-#[cfg(target_os = "none")]
 extern crate alloc;
 
+pub mod app;
 pub mod config;
 pub mod dev;
 pub mod diag;
+pub mod http;
 pub mod mem;
 pub mod net;
 

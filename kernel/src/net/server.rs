@@ -1,39 +1,179 @@
-//! TEMPORARY data-path check: answers every connection with a fixed response.
-use super::Stack;
+//! The HTTP server's socket pool: a fixed set of smoltcp TCP sockets listening
+//! on port 80, each paired with one `http::Conn` for its whole life.
+//!
+//! smoltcp has no listen backlog: a SYN that finds no socket in `Listen` gets a
+//! RST, which is how an exhausted pool refuses connections fast (and counts
+//! them). Sockets are put back into `Listen` as soon as their connection ends,
+//! including from TIME-WAIT (smoltcp resets a TIME-WAIT socket on `listen`), so
+//! connection churn cannot starve the pool for TIME-WAIT's 10 s.
+
+use super::phy::HTTP_PORT;
+use super::stack::Stack;
+use crate::app::{Routes, Site, Stats};
+use crate::http::{Action, Conn, Limits};
 use alloc::vec::Vec;
 use smoltcp::iface::SocketHandle;
-use smoltcp::socket::tcp;
+use smoltcp::socket::tcp::{self, State};
+use smoltcp::time::Duration;
+
+/// Per-socket buffers. RX holds a full request head plus pipelined requests;
+/// TX is the window of response bytes in flight.
+pub const SOCKET_RX_BUFFER: usize = 16 * 1024;
+pub const SOCKET_TX_BUFFER: usize = 32 * 1024;
+/// smoltcp aborts a connection whose sent data stays unacknowledged this long.
+const SOCKET_TIMEOUT_S: u64 = 60;
+/// Receive/transmit rounds per socket per pass (pipelined requests advance one
+/// response per round); bounded so one connection cannot hold the loop.
+const ROUNDS_PER_PASS: usize = 8;
+
+struct Slot {
+    handle: SocketHandle,
+    conn: Conn,
+    /// A connection is open on this socket (accepted and not yet released).
+    active: bool,
+    peer_closed: bool,
+    closing: bool,
+}
 
 pub struct Server {
-    handles: Vec<SocketHandle>,
+    slots: Vec<Slot>,
+    site: Site,
 }
 
 impl Server {
-    pub fn new(stack: &mut Stack, count: usize) -> Server {
-        let handles = (0..count)
+    pub fn new(stack: &mut Stack, count: usize, limits: Limits) -> Server {
+        let slots = (0..count)
             .map(|_| {
-                let rx = tcp::SocketBuffer::new(alloc::vec![0u8; 4096]);
-                let tx = tcp::SocketBuffer::new(alloc::vec![0u8; 16384]);
-                stack.sockets.add(tcp::Socket::new(rx, tx))
+                let rx = tcp::SocketBuffer::new(alloc::vec![0u8; SOCKET_RX_BUFFER]);
+                let tx = tcp::SocketBuffer::new(alloc::vec![0u8; SOCKET_TX_BUFFER]);
+                let mut socket = tcp::Socket::new(rx, tx);
+                socket.set_nagle_enabled(false);
+                socket.set_timeout(Some(Duration::from_secs(SOCKET_TIMEOUT_S)));
+                Slot {
+                    handle: stack.sockets.add(socket),
+                    conn: Conn::with_limits(limits),
+                    active: false,
+                    peer_closed: false,
+                    closing: false,
+                }
             })
             .collect();
-        Server { handles }
-    }
-
-    pub fn service(&mut self, stack: &mut Stack, _now_ms: u64) {
-        for &h in &self.handles {
-            let s = stack.sockets.get_mut::<tcp::Socket>(h);
-            if !s.is_open() {
-                let _ = s.listen(80);
-                continue;
-            }
-            if s.can_recv() {
-                let _ = s.recv(|b| (b.len(), ()));
-                let _ = s.send_slice(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
-                );
-                s.close();
-            }
+        log::info!("http: {count} sockets on port {HTTP_PORT}");
+        Server {
+            slots,
+            site: Site::baked(),
         }
     }
+
+    /// Sockets ready to accept a connection.
+    pub fn listening(&self, stack: &Stack) -> u64 {
+        self.slots
+            .iter()
+            .filter(|s| stack.sockets.get::<tcp::Socket>(s.handle).state() == State::Listen)
+            .count() as u64
+    }
+
+    /// Earliest connection deadline (header, idle, send, close timeouts).
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.slots
+            .iter()
+            .filter(|s| s.active)
+            .filter_map(|s| s.conn.next_deadline())
+            .min()
+    }
+
+    /// Runs every connection: accept, read requests, write responses, apply
+    /// deadlines, recycle finished sockets; counts into `stats`. Returns whether
+    /// a connection still has work it could do now (unread pipelined requests,
+    /// or output and send space), so the caller must not sleep.
+    pub fn service(
+        &mut self,
+        stack: &mut Stack,
+        now: u64,
+        stats: &mut Stats,
+        health: Result<(), &str>,
+    ) -> bool {
+        let mut routes = Routes {
+            site: self.site,
+            stats,
+            health,
+        };
+        let mut busy = false;
+        for slot in &mut self.slots {
+            let socket = stack.sockets.get_mut::<tcp::Socket>(slot.handle);
+            match socket.state() {
+                State::Closed | State::TimeWait => {
+                    if slot.active {
+                        slot.active = false;
+                        let active = &mut routes.stats.connections_active;
+                        *active = active.saturating_sub(1);
+                    }
+                    // From Closed this cannot fail; from TimeWait it resets the socket.
+                    let _ = socket.listen(HTTP_PORT);
+                    continue;
+                }
+                State::Listen | State::SynReceived => continue,
+                _ => {}
+            }
+            if !slot.active {
+                slot.active = true;
+                slot.peer_closed = false;
+                slot.closing = false;
+                slot.conn.open(now);
+                routes.stats.connections_accepted += 1;
+                routes.stats.connections_active += 1;
+            }
+            for _ in 0..ROUNDS_PER_PASS {
+                let mut progress = 0;
+                if socket.can_recv() {
+                    progress += socket
+                        .recv(|input| {
+                            let taken = slot.conn.receive(input, now, &mut routes);
+                            (taken, taken)
+                        })
+                        .unwrap_or(0);
+                }
+                progress += send(socket, &mut slot.conn, now);
+                if progress == 0 {
+                    break;
+                }
+            }
+            if !slot.peer_closed && !socket.may_recv() && socket.recv_queue() == 0 {
+                slot.peer_closed = true;
+                slot.conn.peer_closed(now);
+            }
+            match slot.conn.poll(now) {
+                Action::Keep => {}
+                Action::Close => {
+                    // A 408 queued by the header deadline goes out before the FIN.
+                    send(socket, &mut slot.conn, now);
+                    if !slot.closing {
+                        slot.closing = true;
+                        socket.close();
+                    }
+                }
+                Action::Abort => socket.abort(),
+            }
+            while let Some(event) = slot.conn.take_event() {
+                routes.stats.record_event(event);
+            }
+            let output_ready = slot.conn.has_pending_output() && socket.can_send();
+            let input_ready = socket.can_recv() && !slot.conn.has_pending_output() && !slot.closing;
+            busy |= output_ready || input_ready;
+        }
+        busy
+    }
+}
+
+/// Moves as much pending response as fits into the socket's send buffer.
+fn send(socket: &mut tcp::Socket, conn: &mut Conn, now: u64) -> usize {
+    if !socket.can_send() || !conn.has_pending_output() {
+        return 0;
+    }
+    socket
+        .send(|out| {
+            let written = conn.transmit(out, now);
+            (written, written)
+        })
+        .unwrap_or(0)
 }

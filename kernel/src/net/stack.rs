@@ -174,6 +174,46 @@ impl Stack {
         frames > 0
     }
 
+    /// Once per timer tick: kick both queues again, whatever the interrupts did,
+    /// so a lost notification in either direction costs at most one tick.
+    pub fn tick_housekeeping(&mut self) {
+        let driver = self.phy.driver.get_mut();
+        driver.refill();
+        driver.kick_rx();
+        driver.kick_tx_if_pending();
+    }
+
+    /// Whether the network path can serve: an address, and every RX buffer posted
+    /// (a driver that stopped re-posting would go deaf after a queue's worth of frames).
+    pub fn health(&mut self) -> Result<(), &'static str> {
+        if !self.configured {
+            return Err("no IPv4 address yet");
+        }
+        let driver = self.phy.driver.get_mut();
+        if usize::from(driver.stats.rx.in_flight()) < crate::dev::net::QUEUE_SIZE {
+            return Err("RX buffers not all posted to the device");
+        }
+        if self.phy.fault.is_some() {
+            return Err("the NIC returned an unknown buffer");
+        }
+        Ok(())
+    }
+
+    /// Copies the driver's counters into the stats served at /api/stats.json.
+    pub fn fill_stats(&mut self, stats: &mut crate::app::Stats) {
+        let d = self.phy.driver.get_mut().stats;
+        stats.frames_in = d.frames_in;
+        stats.frames_out = d.frames_out;
+        stats.bytes_in = d.bytes_in;
+        stats.bytes_out = d.bytes_out;
+        stats.rx_avail_idx = u64::from(d.rx.avail);
+        stats.rx_used_idx = u64::from(d.rx.used);
+        stats.tx_avail_idx = u64::from(d.tx.avail);
+        stats.tx_used_idx = u64::from(d.tx.used);
+        stats.tx_full_events = d.tx_full_events;
+        stats.rx_dropped = d.rx_errors + d.tx_errors;
+    }
+
     /// How long smoltcp can wait before it next needs a pass.
     pub fn poll_delay(&mut self, now_ms: u64) -> Option<Duration> {
         self.iface.poll_delay(instant(now_ms), &self.sockets)

@@ -1,0 +1,527 @@
+//! One HTTP connection: a state machine driven by the network layer.
+//!
+//! | phase   | waits for                        | deadline, counted from         | on expiry                 |
+//! |---------|----------------------------------|--------------------------------|---------------------------|
+//! | Idle    | the first byte of a request      | `idle_timeout_ms`, idle since  | `Close`, `IdleTimeout`    |
+//! | Head    | the rest of the request head     | `header_timeout_ms`, 1st byte  | 408, `RequestTimeout`     |
+//! | Body    | a small `GET` body (discarded)   | `header_timeout_ms`, 1st byte  | 408, `RequestTimeout`     |
+//! | Respond | send space (`transmit`)          | `send_timeout_ms`, progress    | `Abort`, `SendTimeout`    |
+//! | Closing | the socket's release (`open`)    | `close_timeout_ms`, close      | `Abort`, `CloseTimeout`   |
+//!
+//! Idle → Head on the first byte; Head → Body or Respond when the head is
+//! complete, or straight to Respond with an error response (which always closes);
+//! Respond → Idle once sent, or → Closing if the response closes the connection
+//! (`Connection: close`, HTTP/1.0, any error, peer FIN).
+//!
+//! One request is in flight at a time: while its response is being sent,
+//! [`Conn::receive`] takes no bytes, so pipelined requests wait in the socket (TCP
+//! backpressure) and are answered in order. A request's bytes are only taken up to
+//! its end, so the input buffer never holds a byte of the next request, and never
+//! more than `max_head` bytes in all.
+//!
+//! How the network layer drives it, per socket and per pass:
+//! 1. on accept, [`Conn::open`];
+//! 2. repeat until neither makes progress (bounded by a per-pass budget):
+//!    `socket.recv(|b| conn.receive(b, now, app))` if the socket has data, and
+//!    `socket.send(|b| conn.transmit(b, now))` if `conn.has_pending_output()`;
+//! 3. once the socket will deliver no more data (`!socket.may_recv()`, i.e. the peer
+//!    sent FIN and every byte before it was taken), [`Conn::peer_closed`];
+//! 4. [`Conn::poll`]: `Keep`, `Close` (call `socket.close()`: FIN after the queued
+//!    bytes) or `Abort` (`socket.abort()`: RST now); then drain [`Conn::take_event`]
+//!    into the stats, and sleep no later than [`Conn::next_deadline`]. A header
+//!    timeout makes `poll` queue a 408: if `has_pending_output()` turned true, run
+//!    the `transmit` step again before sleeping.
+//!
+//! Once the socket is back to listening the `Conn` may be left as it is; the next
+//! accept calls `open` again. `poll` keeps answering `Close` until the socket is
+//! released, and `Abort` if that takes longer than `close_timeout_ms` (smoltcp does
+//! not time out FIN-WAIT-2 or a peer that never acknowledges).
+
+use super::limits::{Limits, RESPONSE_HEAD_CAP};
+use super::parse::{self, LineScan, Outcome, Parsed, Reject};
+use super::response::{self, Connection, status};
+use super::{Body, Handler, Millis, Response};
+use alloc::boxed::Box;
+use alloc::vec;
+
+/// What the network layer should do with the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Keep,
+    /// Graceful close: FIN once the queued bytes are sent.
+    Close,
+    /// Reset now.
+    Abort,
+}
+
+/// Something the stats should count; read with [`Conn::take_event`]. Each is
+/// reported once, when `poll` acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnEvent {
+    /// A request head (or its small body) did not complete within
+    /// `header_timeout_ms` of its first byte: a 408 was queued and the connection
+    /// closes after it. `Handler::on_response` is not called for this 408: count it
+    /// as a 4xx response here.
+    RequestTimeout,
+    /// Keep-alive connection without a request for `idle_timeout_ms`: closed, no
+    /// response.
+    IdleTimeout,
+    /// A response made no progress for `send_timeout_ms`: aborted.
+    SendTimeout,
+    /// The socket was not released within `close_timeout_ms` of `Close`: aborted.
+    CloseTimeout,
+}
+
+const EVENTS: [ConnEvent; 4] = [
+    ConnEvent::RequestTimeout,
+    ConnEvent::IdleTimeout,
+    ConnEvent::SendTimeout,
+    ConnEvent::CloseTimeout,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No connection (before the first `open`).
+    Free,
+    /// Open, waiting for the first byte of a request.
+    Idle,
+    /// Part of a request head is buffered.
+    Head,
+    /// Discarding a small request body; the response is ready and waits for it.
+    Body {
+        remaining: u64,
+    },
+    /// Sending a response.
+    Respond,
+    /// Answering `Close` until the socket is released.
+    Closing,
+    Aborted,
+}
+
+/// How to answer one request, decided when its head completes.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    head_request: bool,
+    close: bool,
+    announce_keep_alive: bool,
+    discard: u64,
+}
+
+impl Plan {
+    fn for_request(p: &Parsed) -> Plan {
+        Plan {
+            head_request: p.request.method == super::Method::Head,
+            close: p.close,
+            announce_keep_alive: p.announce_keep_alive,
+            discard: p.body_len,
+        }
+    }
+
+    fn for_error(r: Reject) -> Plan {
+        Plan {
+            head_request: r.head,
+            close: true,
+            announce_keep_alive: false,
+            discard: 0,
+        }
+    }
+}
+
+pub struct Conn {
+    limits: Limits,
+    phase: Phase,
+    /// When the current phase's clock started: Idle since, first byte of the
+    /// request (Head, Body), last send progress (Respond), close asked (Closing).
+    since: Millis,
+    input: Box<[u8]>,
+    input_len: usize,
+    scan: LineScan,
+    /// Decoded request path (`max_uri` bytes).
+    path: Box<[u8]>,
+    /// Formatted response head.
+    head: Box<[u8]>,
+    head_len: usize,
+    head_sent: usize,
+    body: Body,
+    /// Body bytes to send (0 for `HEAD` and bodiless statuses).
+    body_len: usize,
+    body_sent: usize,
+    /// The response being prepared or sent answers a `HEAD`.
+    head_request: bool,
+    /// Close once the current response is sent.
+    close_after: bool,
+    /// `on_response` still owed for a response that waits for a request body.
+    unreported: Option<(u16, u64)>,
+    events: [u32; EVENTS.len()],
+}
+
+impl Default for Conn {
+    fn default() -> Self {
+        Conn::new()
+    }
+}
+
+impl Conn {
+    /// A connection with the default [`Limits`]; allocates its buffers once.
+    pub fn new() -> Conn {
+        Conn::with_limits(Limits::default())
+    }
+
+    /// A connection with `limits` (after [`Limits::clamped`]).
+    pub fn with_limits(limits: Limits) -> Conn {
+        let limits = limits.clamped();
+        Conn {
+            limits,
+            phase: Phase::Free,
+            since: 0,
+            input: vec![0; limits.max_head].into_boxed_slice(),
+            input_len: 0,
+            scan: LineScan::new(),
+            path: vec![0; limits.max_uri].into_boxed_slice(),
+            head: vec![0; RESPONSE_HEAD_CAP].into_boxed_slice(),
+            head_len: 0,
+            head_sent: 0,
+            body: Body::Empty,
+            body_len: 0,
+            body_sent: 0,
+            head_request: false,
+            close_after: false,
+            unreported: None,
+            events: [0; EVENTS.len()],
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A new connection was accepted on this socket. Pending events are kept.
+    pub fn open(&mut self, now: Millis) {
+        self.clear_response();
+        self.phase = Phase::Idle;
+        self.since = now;
+        self.input_len = 0;
+        self.scan = LineScan::new();
+        self.close_after = false;
+        self.unreported = None;
+    }
+
+    /// Takes bytes the peer sent and returns how many were taken; the rest must
+    /// stay in the socket and be offered again later. Takes nothing while a
+    /// response is being sent (unless the connection will close after it: then
+    /// everything is taken and dropped). Never panics, whatever the input.
+    pub fn receive(&mut self, input: &[u8], now: Millis, app: &mut dyn Handler) -> usize {
+        if self.phase == Phase::Free {
+            self.open(now);
+        }
+        let mut taken = 0usize;
+        loop {
+            let rest = input.get(taken..).unwrap_or_default();
+            match self.phase {
+                Phase::Free | Phase::Closing | Phase::Aborted => return input.len(),
+                Phase::Respond if self.close_after => return input.len(),
+                Phase::Respond => return taken,
+                Phase::Body { remaining } => {
+                    let n = remaining.min(rest.len() as u64);
+                    taken = taken.saturating_add(n as usize);
+                    let remaining = remaining - n;
+                    if remaining > 0 {
+                        self.phase = Phase::Body { remaining };
+                        return taken;
+                    }
+                    self.phase = Phase::Respond;
+                    self.since = now;
+                    if let Some((status, bytes)) = self.unreported.take() {
+                        app.on_response(status, bytes);
+                    }
+                }
+                Phase::Idle | Phase::Head => {
+                    if rest.is_empty() {
+                        return taken;
+                    }
+                    taken = taken.saturating_add(self.read_head(rest, now, app));
+                    if self.phase == Phase::Head {
+                        return taken;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Buffers bytes of a request head and acts on it once it is complete or
+    /// breaks a limit; returns the bytes taken.
+    fn read_head(&mut self, rest: &[u8], now: Millis, app: &mut dyn Handler) -> usize {
+        if self.phase == Phase::Idle {
+            self.phase = Phase::Head;
+            self.since = now;
+            self.input_len = 0;
+            self.scan = LineScan::new();
+        }
+        let start = self.input_len;
+        let n = rest.len().min(self.input.len().saturating_sub(start));
+        let end = start.saturating_add(n);
+        let (Some(dst), Some(src)) = (self.input.get_mut(start..end), rest.get(..n)) else {
+            return 0;
+        };
+        dst.copy_from_slice(src);
+        self.input_len = end;
+        let buffered = self.input.get(..end).unwrap_or_default();
+        let line_was_done = self.scan.is_done();
+        if let Err(reject) = self.scan.advance(buffered, &self.limits) {
+            self.start_error(reject, now, Some(app));
+            return n;
+        }
+        let may_complete = src.contains(&b'\n') || !line_was_done;
+        if self.scan.is_done() && may_complete {
+            match parse::parse_head(buffered, &mut self.path, &self.limits) {
+                Outcome::Partial => {}
+                Outcome::Reject(reject) => {
+                    self.start_error(reject, now, Some(app));
+                    return n;
+                }
+                Outcome::Complete(parsed) => {
+                    // The head ends inside this call's bytes (it was incomplete
+                    // before them); what follows it stays in the socket.
+                    let used = parsed.head_len.saturating_sub(start).min(n);
+                    let plan = Plan::for_request(&parsed);
+                    let response = app.handle(&parsed.request);
+                    self.start_response(response, plan, now, Some(app));
+                    return used;
+                }
+            }
+        }
+        if self.input_len >= self.input.len() {
+            let reject = Reject {
+                status: status::HEADERS_TOO_LARGE,
+                head: self.scan.head_method(),
+            };
+            self.start_error(reject, now, Some(app));
+        }
+        n
+    }
+
+    fn start_error(&mut self, reject: Reject, now: Millis, app: Option<&mut dyn Handler>) {
+        self.start_response(
+            response::error(reject.status),
+            Plan::for_error(reject),
+            now,
+            app,
+        );
+    }
+
+    /// Formats the head and queues the body; then waits for the request body, if
+    /// any, or starts sending.
+    fn start_response(
+        &mut self,
+        resp: Response,
+        plan: Plan,
+        now: Millis,
+        app: Option<&mut dyn Handler>,
+    ) {
+        let content_length = response::has_body(resp.status).then_some(resp.body.len() as u64);
+        let send_body = response::has_body(resp.status) && !plan.head_request;
+        let connection = if plan.close {
+            Connection::Close
+        } else if plan.announce_keep_alive {
+            Connection::KeepAlive
+        } else {
+            Connection::Default
+        };
+        self.clear_response();
+        self.input_len = 0;
+        self.scan = LineScan::new();
+        self.head_request = plan.head_request;
+        let status = match response::write_head(&mut self.head, &resp, content_length, connection) {
+            Some(len) => {
+                self.head_len = len;
+                if send_body {
+                    self.body = resp.body;
+                }
+                self.body_len = self.body.len();
+                self.close_after = plan.close;
+                resp.status
+            }
+            None => {
+                let fallback = response::FALLBACK_500;
+                let len = fallback.len().min(self.head.len());
+                if let (Some(dst), Some(src)) = (self.head.get_mut(..len), fallback.get(..len)) {
+                    dst.copy_from_slice(src);
+                }
+                self.head_len = len;
+                self.close_after = true;
+                status::INTERNAL_ERROR
+            }
+        };
+        let report = (status, self.body_len as u64);
+        if plan.discard > 0 && !self.close_after {
+            // The request clock (`since`) keeps running until the body is in.
+            self.phase = Phase::Body {
+                remaining: plan.discard,
+            };
+            self.unreported = Some(report);
+        } else {
+            self.phase = Phase::Respond;
+            self.since = now;
+            if let Some(app) = app {
+                app.on_response(report.0, report.1);
+            }
+        }
+    }
+
+    /// Copies pending response bytes into `out` (the socket's free send space) and
+    /// returns how many; 0 when nothing is pending.
+    pub fn transmit(&mut self, out: &mut [u8], now: Millis) -> usize {
+        if self.phase != Phase::Respond {
+            return 0;
+        }
+        let mut n = copy_from(
+            self.head.get(..self.head_len).unwrap_or_default(),
+            &mut self.head_sent,
+            out,
+        );
+        if self.head_sent >= self.head_len {
+            let body = self
+                .body
+                .as_slice()
+                .get(..self.body_len)
+                .unwrap_or_default();
+            let rest = out.get_mut(n..).unwrap_or_default();
+            n = n.saturating_add(copy_from(body, &mut self.body_sent, rest));
+        }
+        if n > 0 {
+            self.since = now;
+        }
+        if self.head_sent >= self.head_len && self.body_sent >= self.body_len {
+            self.clear_response();
+            if self.close_after {
+                self.close(now);
+            } else {
+                self.phase = Phase::Idle;
+                self.since = now;
+            }
+        }
+        n
+    }
+
+    /// The peer sent FIN and every byte before it was taken: finish the response in
+    /// progress, if any, then close. A partial request is dropped without answer.
+    pub fn peer_closed(&mut self, now: Millis) {
+        match self.phase {
+            Phase::Idle | Phase::Head | Phase::Body { .. } => self.close(now),
+            Phase::Respond => self.close_after = true,
+            Phase::Free | Phase::Closing | Phase::Aborted => {}
+        }
+    }
+
+    /// Applies the deadlines and says what to do with the socket.
+    pub fn poll(&mut self, now: Millis) -> Action {
+        let elapsed = now.saturating_sub(self.since);
+        match self.phase {
+            Phase::Free => Action::Keep,
+            Phase::Idle if elapsed >= self.limits.idle_timeout_ms => {
+                self.record(ConnEvent::IdleTimeout);
+                self.close(now);
+                Action::Close
+            }
+            Phase::Head | Phase::Body { .. } if elapsed >= self.limits.header_timeout_ms => {
+                self.record(ConnEvent::RequestTimeout);
+                let head = if self.phase == Phase::Head {
+                    self.scan.head_method()
+                } else {
+                    self.head_request
+                };
+                let reject = Reject {
+                    status: status::REQUEST_TIMEOUT,
+                    head,
+                };
+                self.unreported = None;
+                self.start_error(reject, now, None);
+                Action::Keep
+            }
+            Phase::Respond if elapsed >= self.limits.send_timeout_ms => {
+                self.record(ConnEvent::SendTimeout);
+                self.abort();
+                Action::Abort
+            }
+            Phase::Idle | Phase::Head | Phase::Body { .. } | Phase::Respond => Action::Keep,
+            Phase::Closing if elapsed >= self.limits.close_timeout_ms => {
+                self.record(ConnEvent::CloseTimeout);
+                self.abort();
+                Action::Abort
+            }
+            Phase::Closing => Action::Close,
+            Phase::Aborted => Action::Abort,
+        }
+    }
+
+    /// When `poll` next has something to do (absent: nothing until new input).
+    /// `Aborted` has no deadline: `poll` already answers `Abort`.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        let timeout = match self.phase {
+            Phase::Free | Phase::Aborted => return None,
+            Phase::Idle => self.limits.idle_timeout_ms,
+            Phase::Head | Phase::Body { .. } => self.limits.header_timeout_ms,
+            Phase::Respond => self.limits.send_timeout_ms,
+            Phase::Closing => self.limits.close_timeout_ms,
+        };
+        Some(self.since.saturating_add(timeout))
+    }
+
+    /// Response bytes wait for `transmit`.
+    pub fn has_pending_output(&self) -> bool {
+        self.phase == Phase::Respond
+    }
+
+    /// The oldest event not yet taken (each kind is counted, none is lost).
+    pub fn take_event(&mut self) -> Option<ConnEvent> {
+        let i = self.events.iter().position(|&n| n > 0)?;
+        let count = self.events.get_mut(i)?;
+        *count -= 1;
+        EVENTS.get(i).copied()
+    }
+
+    fn record(&mut self, event: ConnEvent) {
+        if let Some(i) = EVENTS.iter().position(|&e| e == event)
+            && let Some(count) = self.events.get_mut(i)
+        {
+            *count = count.saturating_add(1);
+        }
+    }
+
+    fn close(&mut self, now: Millis) {
+        self.clear_response();
+        self.input_len = 0;
+        self.phase = Phase::Closing;
+        self.since = now;
+    }
+
+    fn abort(&mut self) {
+        self.clear_response();
+        self.input_len = 0;
+        self.phase = Phase::Aborted;
+    }
+
+    fn clear_response(&mut self) {
+        self.head_len = 0;
+        self.head_sent = 0;
+        self.body = Body::Empty;
+        self.body_len = 0;
+        self.body_sent = 0;
+    }
+}
+
+/// Copies `src[*sent..]` into `out` as far as it fits, advancing `*sent`.
+fn copy_from(src: &[u8], sent: &mut usize, out: &mut [u8]) -> usize {
+    let pending = src.get(*sent..).unwrap_or_default();
+    let n = pending.len().min(out.len());
+    if let (Some(dst), Some(from)) = (out.get_mut(..n), pending.get(..n)) {
+        dst.copy_from_slice(from);
+        *sent = sent.saturating_add(n);
+        n
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests;
