@@ -7,7 +7,6 @@ use crate::dev::fw_cfg;
 use crate::dev::net::{self as dev_net, NetDriver};
 use crate::dev::virtio::{self, MaskedTransport};
 use crate::diag::StackRange;
-use crate::http::Limits;
 use crate::mem::{frames, heap, paging};
 use crate::net::Stack;
 use crate::net::server::Server;
@@ -166,7 +165,7 @@ fn start_network(config: &Config, ioapics: &[ioapic::IoApic]) -> Option<(Stack, 
         log::info!("net: GSI {} -> vector {vector}, level-triggered", found.gsi);
     }
     let mut stack = Stack::new(driver, config, clock::uptime_ms(), cpu::rdtsc());
-    let server = Server::new(&mut stack, config.http_sockets, Limits::default());
+    let server = Server::new(&mut stack, config.http_sockets, config.http_limits());
     Some((stack, server))
 }
 

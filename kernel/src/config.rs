@@ -80,6 +80,22 @@ pub struct Config {
     pub gateway: [u8; 4],
     /// Size of the pool of listening TCP sockets (concurrent connections).
     pub http_sockets: usize,
+    /// Overrides of the HTTP deadlines (ms); None keeps the HTTP layer's defaults.
+    pub header_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub send_timeout_ms: Option<u64>,
+}
+
+/// Bounds for the deadline overrides: long enough for any real client at the low
+/// end, short enough that a stuck peer is noticed within an hour at the high end.
+pub const MIN_TIMEOUT_MS: u64 = 100;
+pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+fn parse_timeout(value: &str) -> Option<u64> {
+    value
+        .parse()
+        .ok()
+        .filter(|ms| (MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(ms))
 }
 
 impl Default for Config {
@@ -90,6 +106,9 @@ impl Default for Config {
             ip: IpMode::Dhcp,
             gateway: FALLBACK_GATEWAY,
             http_sockets: DEFAULT_HTTP_SOCKETS,
+            header_timeout_ms: None,
+            idle_timeout_ms: None,
+            send_timeout_ms: None,
         }
     }
 }
@@ -172,6 +191,17 @@ impl Config {
         }
     }
 
+    /// The HTTP limits with this configuration's deadline overrides applied.
+    pub fn http_limits(&self) -> crate::http::Limits {
+        let defaults = crate::http::Limits::default();
+        crate::http::Limits {
+            header_timeout_ms: self.header_timeout_ms.unwrap_or(defaults.header_timeout_ms),
+            idle_timeout_ms: self.idle_timeout_ms.unwrap_or(defaults.idle_timeout_ms),
+            send_timeout_ms: self.send_timeout_ms.unwrap_or(defaults.send_timeout_ms),
+            ..defaults
+        }
+    }
+
     pub fn parse<'a>(text: &'a str, warn: &mut dyn FnMut(ConfigWarning<'a>)) -> Config {
         let mut config = Config::default();
         for item in text
@@ -202,6 +232,19 @@ impl Config {
                     Some(gateway) => config.gateway = gateway,
                     None => warn(bad),
                 },
+                "header_timeout_ms" | "idle_timeout_ms" | "send_timeout_ms" => {
+                    match parse_timeout(value) {
+                        Some(ms) => {
+                            let slot = match key {
+                                "header_timeout_ms" => &mut config.header_timeout_ms,
+                                "idle_timeout_ms" => &mut config.idle_timeout_ms,
+                                _ => &mut config.send_timeout_ms,
+                            };
+                            *slot = Some(ms);
+                        }
+                        None => warn(bad),
+                    }
+                }
                 "sockets" => match value.parse() {
                     Ok(n) if (1..=MAX_HTTP_SOCKETS).contains(&n) => config.http_sockets = n,
                     _ => warn(bad),
@@ -273,6 +316,9 @@ mod tests {
             "sockets=0",
             "sockets=257",
             "sockets=-1",
+            "header_timeout_ms=99",
+            "idle_timeout_ms=3600001",
+            "send_timeout_ms=x",
         ] {
             let (c, w) = parse(bad);
             assert_eq!(w.len(), 1, "{bad}");
