@@ -250,17 +250,23 @@ pub fn build_image(profile: Profile) -> Result<Artifacts, String> {
     let kernel_elf = layout.kernel_elf();
     require_file(&kernel_elf, "kernel build")?;
 
+    let image_dir = layout.image_dir();
+    fs::create_dir_all(&image_dir)
+        .map_err(|e| format!("could not create {}: {e}", image_dir.display()))?;
+    let packed = image_dir.join("kernel.packed.elf");
+    let elf = fs::read(&kernel_elf)
+        .map_err(|e| format!("could not read {}: {e}", kernel_elf.display()))?;
+    fs::write(&packed, crate::pack::loadable_kernel(&elf)?)
+        .map_err(|e| format!("could not write {}: {e}", packed.display()))?;
+
     eprintln!("boot-image: building the PVH loader with the {profile} kernel embedded");
     let loader_args = cargo_build_args(&layout.loader_target_dir(), true);
     let mut loader = inner_cargo(&layout.loader_dir(), &loader_args);
-    loader.env("KERNEL_ELF", &kernel_elf);
+    loader.env("KERNEL_ELF", &packed);
     run_cargo("loader build", loader)?;
     let loader_elf = layout.loader_elf();
     require_file(&loader_elf, "loader build")?;
 
-    let image_dir = layout.image_dir();
-    fs::create_dir_all(&image_dir)
-        .map_err(|e| format!("could not create {}: {e}", image_dir.display()))?;
     let artifacts = Artifacts {
         image: image_dir.join("unikernel.elf"),
         kernel_elf: image_dir.join("kernel.elf"),

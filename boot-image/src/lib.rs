@@ -13,6 +13,7 @@ mod builder;
 mod capture;
 mod guest;
 mod kvm;
+mod pack;
 mod qemu_command;
 
 pub use builder::{Artifacts, KERNEL_TARGET, Profile, build_image, repo_root};
