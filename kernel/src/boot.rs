@@ -1,7 +1,7 @@
 //! Bring-up order and the idle loop.
 
 use crate::app::Stats;
-use crate::arch::{self, clock, cpu, fault, gdt, idt, ioapic, lapic, serial};
+use crate::arch::{self, clock, cpu, fault, gdt, idt, ioapic, lapic, lockup, serial, watchdog};
 use crate::config::{Config, LogLevel, MAX_CONFIG_LEN};
 use crate::dev::fw_cfg;
 use crate::dev::net::{self as dev_net, NetDriver};
@@ -25,6 +25,9 @@ pub const BOOT_CONFIG: BootloaderConfig = {
 };
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// ib700 timeout: the host resets a guest whose main loop stops for this long
+/// (even with interrupts disabled, where the soft-lockup detector is blind).
+const WATCHDOG_S: u32 = 10;
 const CONFIG_FILE: &str = "opt/unikernel/config";
 
 fn stop(what: core::fmt::Arguments) -> ! {
@@ -106,14 +109,20 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     );
 
     let ioapics = init_interrupts();
-    if let Some(fault) = config.fault {
+    if let Some(fault) = config.fault.filter(|f| !f.in_main_loop()) {
         arch::fault_inject::inject(fault);
     }
     let stack = start_network(&config, &ioapics);
     log::info!("kernel: init complete");
+    let lockup_ticks = config.lockup_ms * clock::TICK_HZ / 1000;
+    log::info!(
+        "watchdog: ib700 {WATCHDOG_S} s, soft-lockup after {} ms",
+        config.lockup_ms
+    );
+    let main_loop_fault = config.fault.filter(|f| f.in_main_loop());
     match stack {
-        Some((stack, server)) => serve(stack, server),
-        None => idle(),
+        Some((stack, server)) => serve(stack, server, lockup_ticks, main_loop_fault),
+        None => idle(lockup_ticks, main_loop_fault),
     }
 }
 
@@ -171,11 +180,21 @@ fn start_network(config: &Config, ioapics: &[ioapic::IoApic]) -> Option<(Stack, 
 
 /// The main loop: service the network, then sleep until an interrupt (the NIC or
 /// the 100 Hz tick). A lost NIC interrupt costs at most one tick.
-fn serve(mut stack: Stack, mut server: Server) -> ! {
+fn serve(
+    mut stack: Stack,
+    mut server: Server,
+    lockup_ticks: u64,
+    fault: Option<crate::config::Fault>,
+) -> ! {
     let mut stats = Stats::new(VERSION);
     let mut last_tick = clock::ticks();
+    watchdog::pet(WATCHDOG_S);
+    lockup::arm(lockup_ticks);
     cpu::enable_interrupts();
     loop {
+        if let Some(fault) = fault.filter(|_| stats.loop_iterations == 1) {
+            arch::fault_inject::inject(fault);
+        }
         let now = clock::uptime_ms();
         let from_irq = dev_net::NET_PENDING.swap(false, Ordering::AcqRel);
         let listening = server.listening(&stack);
@@ -194,7 +213,9 @@ fn serve(mut stack: Stack, mut server: Server) -> ! {
         if tick != last_tick {
             last_tick = tick;
             stack.tick_housekeeping();
+            watchdog::pet(WATCHDOG_S);
         }
+        lockup::progress();
         fill_stats(&mut stats, &mut stack, now);
         cpu::disable_interrupts();
         let idle = !busy
@@ -273,8 +294,20 @@ fn init_interrupts() -> alloc::vec::Vec<ioapic::IoApic> {
     found
 }
 
-fn idle() -> ! {
+fn idle(lockup_ticks: u64, fault: Option<crate::config::Fault>) -> ! {
+    watchdog::pet(WATCHDOG_S);
+    lockup::arm(lockup_ticks);
+    if let Some(fault) = fault {
+        arch::fault_inject::inject(fault);
+    }
+    let mut last_tick = clock::ticks();
     loop {
+        let tick = clock::ticks();
+        if tick != last_tick {
+            last_tick = tick;
+            watchdog::pet(WATCHDOG_S);
+        }
+        lockup::progress();
         cpu::disable_interrupts();
         cpu::enable_interrupts_and_halt();
     }

@@ -17,6 +17,18 @@ pub enum Fault {
     /// Unbounded recursion into the stack guard page.
     StackOverflow,
     DivideByZero,
+    /// Spin with interrupts disabled in the main loop: only the ib700 watchdog can end it.
+    Hang,
+    /// Spin with interrupts enabled in the main loop: the soft-lockup detector reports it.
+    Livelock,
+}
+
+impl Fault {
+    /// Faults injected from inside the main loop (after the watchdog and the
+    /// lockup detector are armed) rather than during boot.
+    pub fn in_main_loop(self) -> bool {
+        matches!(self, Fault::Hang | Fault::Livelock)
+    }
 }
 
 impl Fault {
@@ -27,6 +39,8 @@ impl Fault {
             "panic" => Some(Fault::Panic),
             "stack-overflow" => Some(Fault::StackOverflow),
             "divide" => Some(Fault::DivideByZero),
+            "hang" => Some(Fault::Hang),
+            "livelock" => Some(Fault::Livelock),
             _ => return None,
         })
     }
@@ -84,7 +98,13 @@ pub struct Config {
     pub header_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub send_timeout_ms: Option<u64>,
+    /// How long the main loop may go without completing an iteration before the
+    /// soft-lockup detector reports the stuck RIP and ends the guest.
+    pub lockup_ms: u64,
 }
+
+pub const DEFAULT_LOCKUP_MS: u64 = 5_000;
+pub const MIN_LOCKUP_MS: u64 = 1_000;
 
 /// Bounds for the deadline overrides: long enough for any real client at the low
 /// end, short enough that a stuck peer is noticed within an hour at the high end.
@@ -109,6 +129,7 @@ impl Default for Config {
             header_timeout_ms: None,
             idle_timeout_ms: None,
             send_timeout_ms: None,
+            lockup_ms: DEFAULT_LOCKUP_MS,
         }
     }
 }
@@ -245,6 +266,12 @@ impl Config {
                         None => warn(bad),
                     }
                 }
+                "lockup_ms" => match value.parse() {
+                    Ok(ms) if (MIN_LOCKUP_MS..=MAX_TIMEOUT_MS).contains(&ms) => {
+                        config.lockup_ms = ms
+                    }
+                    _ => warn(bad),
+                },
                 "sockets" => match value.parse() {
                     Ok(n) if (1..=MAX_HTTP_SOCKETS).contains(&n) => config.http_sockets = n,
                     _ => warn(bad),
@@ -284,6 +311,8 @@ mod tests {
             ("panic", Some(Fault::Panic)),
             ("stack-overflow", Some(Fault::StackOverflow)),
             ("divide", Some(Fault::DivideByZero)),
+            ("hang", Some(Fault::Hang)),
+            ("livelock", Some(Fault::Livelock)),
             ("none", None),
         ] {
             assert_eq!(parse(&format!("fault={v}")).0.fault, f);
@@ -319,6 +348,8 @@ mod tests {
             "header_timeout_ms=99",
             "idle_timeout_ms=3600001",
             "send_timeout_ms=x",
+            "lockup_ms=999",
+            "lockup_ms=",
         ] {
             let (c, w) = parse(bad);
             assert_eq!(w.len(), 1, "{bad}");

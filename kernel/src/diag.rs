@@ -133,6 +133,11 @@ pub fn write_exception(
             writeln!(w, "FATAL stack-overflow guard={guard:#018x}")?;
         }
     }
+    write_context(w, regs)
+}
+
+/// The interrupted context: RIP, segment and flags, stack pointer, all registers.
+pub fn write_context(w: &mut dyn Write, regs: &Registers) -> fmt::Result {
     writeln!(
         w,
         "FATAL rip={:#018x} cs={:#018x} rflags={:#018x} rsp={:#018x} ss={:#018x}",

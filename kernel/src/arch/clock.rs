@@ -97,6 +97,7 @@ pub fn ticks() -> u64 {
 }
 
 /// Timer interrupt: count the tick. (Interrupt context: no locks, no allocation.)
-pub fn on_timer_interrupt(_regs: &Registers) {
+pub fn on_timer_interrupt(regs: &Registers) {
     TICKS.fetch_add(1, Ordering::Relaxed);
+    super::lockup::check(regs);
 }

@@ -54,6 +54,22 @@ pub fn exception(regs: &Registers) -> ! {
     exit::fatal()
 }
 
+/// The main loop made no progress for `ticks` timer ticks: report where the CPU
+/// is (the interrupted context) and end the guest.
+pub fn soft_lockup(regs: &Registers, ticks: u64) -> ! {
+    begin_report();
+    let mut out = RawConsole::new();
+    let _ = writeln!(
+        out,
+        "FATAL soft-lockup: main loop made no progress for {ticks} timer ticks ({} ms)",
+        ticks * 1000 / super::clock::TICK_HZ
+    );
+    let _ = diag::write_context(&mut out, regs);
+    write_backtrace(&mut out, regs.rbp);
+    let _ = diag::write_end(&mut out);
+    exit::fatal()
+}
+
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     begin_report();

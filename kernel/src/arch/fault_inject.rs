@@ -17,6 +17,28 @@ pub fn inject(fault: Fault) -> ! {
             panic!("recursion returned at depth {depth}")
         }
         Fault::DivideByZero => divide(core::hint::black_box(0)),
+        Fault::Hang => hang(),
+        Fault::Livelock => livelock(),
+    }
+}
+
+/// Spins with interrupts disabled: no timer, no lockup detector; the ib700
+/// watchdog resets the guest. (Deliberately unbounded: test-only.)
+#[inline(never)]
+pub fn hang() -> ! {
+    super::cpu::disable_interrupts();
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Spins with interrupts enabled: the timer keeps running and the soft-lockup
+/// detector must report a RIP inside this function. (Deliberately unbounded.)
+#[inline(never)]
+pub fn livelock() -> ! {
+    super::cpu::enable_interrupts();
+    loop {
+        core::hint::spin_loop();
     }
 }
 

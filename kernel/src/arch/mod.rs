@@ -8,4 +8,6 @@ pub mod gdt;
 pub mod idt;
 pub mod ioapic;
 pub mod lapic;
+pub mod lockup;
 pub mod serial;
+pub mod watchdog;
