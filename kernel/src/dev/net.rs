@@ -4,53 +4,118 @@
 //! buffers, and `VirtIONet::receive` can drop a buffer on an error path. Here
 //! every RX buffer lives in exactly one place — posted to the device
 //! (`rx_posted[token]`), lent to the network stack, or `rx_spare` — and every
-//! path, errors included, puts it back; [`NetDriver::refill`] re-posts all spare
-//! buffers and then kicks the queue unconditionally, so a lost notification
+//! path, errors included, puts it back; [`Driver::refill`] re-posts all spare
+//! buffers and then kicks the queue, whatever the device's suppression flag
+//! says, and [`Driver::tick`] kicks both queues again, so a lost notification
 //! cannot leave the device without buffers. TX never spins: with no free
 //! descriptor or buffer the stack keeps its data and retries later.
+//!
+//! [`Driver`] is generic over the HAL, the transport and the kick so that it
+//! builds and is tested on the host (`net/tests.rs`, over the fake device in
+//! `dev/fake_device.rs`); the guest's instantiation is `NetDriver`.
+//!
+//! What a misbehaving device can do to it (each case is a test):
+//! - a used entry shorter than the virtio-net header, or longer than the
+//!   buffer: the buffer is recycled, counted in `rx_errors`, and the next frame
+//!   is received normally;
+//! - a used entry naming a buffer that is not posted (never made available, or
+//!   an id beyond the queue size): [`DriverError::UnknownToken`]. virtio-drivers
+//!   cannot skip a used entry without recycling its descriptor, so the entry
+//!   stays at the head of the used ring and every later call reports the same
+//!   error until the device is reset; no buffer is lost meanwhile;
+//! - `used.idx` moved further than the device wrote: the stale entries that
+//!   name posted buffers are indistinguishable from out-of-order completions and
+//!   are consumed (lengths still checked); the first that names a buffer not
+//!   posted surfaces as `UnknownToken` as above.
 
 use super::ring::RingIndices;
-use super::virtio::{KernelHal, MaskedTransport, MmioWindow};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use core::sync::atomic::{Ordering, fence};
+use virtio_drivers::Hal;
 use virtio_drivers::device::net::VirtIONetRaw;
+use virtio_drivers::transport::Transport;
 
+/// The guest's queue size (both queues).
 pub const QUEUE_SIZE: usize = 256;
 /// virtio-drivers wants at least 1526 bytes (header + 1514-byte frame).
 pub const RX_BUFFER_LEN: usize = 2048;
 pub const TX_BUFFER_LEN: usize = 2048;
-const QUEUE_RECEIVE: u16 = 0;
-const QUEUE_TRANSMIT: u16 = 1;
+pub const QUEUE_RECEIVE: u16 = 0;
+pub const QUEUE_TRANSMIT: u16 = 1;
 const _: () = assert!(QUEUE_SIZE.is_power_of_two() && QUEUE_SIZE <= u16::MAX as usize);
 
-type Raw = VirtIONetRaw<KernelHal, MaskedTransport, QUEUE_SIZE>;
-
-/// Set by the interrupt handler, cleared by the main loop before it services the device.
-pub static NET_PENDING: AtomicBool = AtomicBool::new(false);
-pub static NET_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
-/// Register window of the NIC for the interrupt handler (0 = none).
-static NET_WINDOW: AtomicU64 = AtomicU64::new(0);
-
-/// Interrupt context: acknowledge the device and note that work is pending.
-pub fn on_interrupt() {
-    let virt = NET_WINDOW.load(Ordering::Relaxed);
-    if virt != 0 {
-        MmioWindow { virt }.ack_interrupt();
-    }
-    NET_INTERRUPTS.fetch_add(1, Ordering::Relaxed);
-    NET_PENDING.store(true, Ordering::Release);
+/// Writes a queue's notify register directly: virtio-drivers decides whether to
+/// notify from the device's suppression flag, read without a full fence after
+/// publishing `avail.idx`, so the driver also kicks on its own.
+pub trait Kick {
+    fn notify(&self, queue: u16);
 }
+
+#[cfg(target_os = "none")]
+mod guest {
+    use super::{Driver, DriverError, Kick, QUEUE_SIZE};
+    use crate::dev::virtio::{KernelHal, MaskedTransport, MmioWindow};
+    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use virtio_drivers::transport::mmio::MmioTransport;
+
+    /// The guest's driver: the MMIO transport (without `RING_EVENT_IDX`), kicked
+    /// through the transport's register window.
+    pub type NetDriver =
+        Driver<KernelHal, MaskedTransport<MmioTransport<'static>>, MmioWindow, QUEUE_SIZE>;
+
+    /// Set by the interrupt handler, cleared by the main loop before it services the device.
+    pub static NET_PENDING: AtomicBool = AtomicBool::new(false);
+    pub static NET_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+    /// Register window of the NIC for the interrupt handler (0 = none).
+    static NET_WINDOW: AtomicU64 = AtomicU64::new(0);
+
+    /// Interrupt context: acknowledge the device and note that work is pending.
+    pub fn on_interrupt() {
+        let virt = NET_WINDOW.load(Ordering::Relaxed);
+        if virt != 0 {
+            MmioWindow { virt }.ack_interrupt();
+        }
+        NET_INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+        NET_PENDING.store(true, Ordering::Release);
+    }
+
+    impl Kick for MmioWindow {
+        fn notify(&self, queue: u16) {
+            MmioWindow::notify(self, queue)
+        }
+    }
+
+    impl NetDriver {
+        /// Initialises the device, posts every RX buffer, and hands the register
+        /// window to the interrupt handler.
+        pub fn new(
+            transport: MaskedTransport<MmioTransport<'static>>,
+            window: MmioWindow,
+        ) -> Result<Self, DriverError> {
+            let driver = Driver::start(transport, window)?;
+            NET_WINDOW.store(window.virt, Ordering::Relaxed);
+            Ok(driver)
+        }
+    }
+}
+#[cfg(target_os = "none")]
+pub use guest::*;
+
+#[cfg(test)]
+mod tests;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DriverStats {
+    /// Frames handed to the stack (valid used entries only).
     pub frames_in: u64,
     pub frames_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// TX asked for while every TX descriptor or buffer was busy.
     pub tx_full_events: u64,
-    /// Used entries the device returned that we could not accept (short, bad token).
+    /// Used entries the device returned that we could not accept (short, longer
+    /// than the buffer, token out of step with the ring).
     pub rx_errors: u64,
     pub tx_errors: u64,
     pub rx: RingIndices,
@@ -60,14 +125,34 @@ pub struct DriverStats {
 #[derive(Debug)]
 pub enum DriverError {
     Init(virtio_drivers::Error),
-    /// The device returned a token that has no buffer of ours behind it.
+    /// The device returned a token that has no buffer of ours behind it. The
+    /// entry stays at the head of the used ring (virtio-drivers cannot skip it),
+    /// so this repeats until the device is reset.
     UnknownToken {
         queue: u16,
         token: u16,
     },
 }
 
-/// A received frame: the buffer (lent out until [`NetDriver::give_back`]) and
+/// Where every buffer is. Invariant (checked by [`Driver::audit`]):
+/// `rx_posted + rx_spare + rx_lent == N` and `tx_posted + tx_free == N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buffers {
+    pub rx_posted: usize,
+    pub rx_spare: usize,
+    pub rx_lent: usize,
+    pub tx_posted: usize,
+    pub tx_free: usize,
+}
+
+/// A broken buffer invariant, with the counts that show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditError {
+    pub what: &'static str,
+    pub buffers: Buffers,
+}
+
+/// A received frame: the buffer (lent out until [`Driver::give_back`]) and
 /// where the Ethernet frame lies in it.
 pub struct RxFrame {
     pub buffer: Box<[u8]>,
@@ -82,11 +167,14 @@ impl RxFrame {
     }
 }
 
-pub struct NetDriver {
-    raw: Raw,
-    window: MmioWindow,
+/// The driver over any HAL `H`, transport `T` and kick `K`, with `N`-entry queues.
+pub struct Driver<H: Hal, T: Transport, K: Kick, const N: usize> {
+    raw: VirtIONetRaw<H, T, N>,
+    kick: K,
     rx_posted: Vec<Option<Box<[u8]>>>,
     rx_spare: Vec<Box<[u8]>>,
+    /// Buffers handed out by `receive` and not yet given back.
+    rx_lent: usize,
     tx_posted: Vec<Option<(Box<[u8]>, usize)>>,
     tx_free: Vec<Box<[u8]>>,
     pub stats: DriverStats,
@@ -96,20 +184,21 @@ fn buffer(len: usize) -> Box<[u8]> {
     alloc::vec![0u8; len].into_boxed_slice()
 }
 
-impl NetDriver {
-    pub fn new(transport: MaskedTransport, window: MmioWindow) -> Result<Self, DriverError> {
-        let raw = Raw::new(transport).map_err(DriverError::Init)?;
-        let mut driver = NetDriver {
+impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
+    /// Initialises the device over `transport` and posts every RX buffer.
+    pub fn start(transport: T, kick: K) -> Result<Self, DriverError> {
+        let raw = VirtIONetRaw::<H, T, N>::new(transport).map_err(DriverError::Init)?;
+        let mut driver = Driver {
             raw,
-            window,
-            rx_posted: (0..QUEUE_SIZE).map(|_| None).collect(),
-            rx_spare: (0..QUEUE_SIZE).map(|_| buffer(RX_BUFFER_LEN)).collect(),
-            tx_posted: (0..QUEUE_SIZE).map(|_| None).collect(),
-            tx_free: (0..QUEUE_SIZE).map(|_| buffer(TX_BUFFER_LEN)).collect(),
+            kick,
+            rx_posted: (0..N).map(|_| None).collect(),
+            rx_spare: (0..N).map(|_| buffer(RX_BUFFER_LEN)).collect(),
+            rx_lent: 0,
+            tx_posted: (0..N).map(|_| None).collect(),
+            tx_free: (0..N).map(|_| buffer(TX_BUFFER_LEN)).collect(),
             stats: DriverStats::default(),
         };
         driver.refill();
-        NET_WINDOW.store(window.virt, Ordering::Relaxed);
         Ok(driver)
     }
 
@@ -122,10 +211,40 @@ impl NetDriver {
         self.rx_posted.iter().filter(|b| b.is_some()).count()
     }
 
-    /// Posts every spare RX buffer, then kicks the RX queue. The kick is
-    /// unconditional: virtio-drivers checks the device's suppression flag right
-    /// after publishing `avail.idx` without a full fence, so its own decision can
-    /// be stale, and a missed kick after the ring ran dry would stall RX for good.
+    pub fn buffers(&self) -> Buffers {
+        Buffers {
+            rx_posted: self.rx_posted_count(),
+            rx_spare: self.rx_spare.len(),
+            rx_lent: self.rx_lent,
+            tx_posted: self.tx_posted.iter().filter(|b| b.is_some()).count(),
+            tx_free: self.tx_free.len(),
+        }
+    }
+
+    /// Checks that no buffer was lost or duplicated and that the ring indices
+    /// agree with what is posted.
+    pub fn audit(&self) -> Result<(), AuditError> {
+        let buffers = self.buffers();
+        let fail = |what| Err(AuditError { what, buffers });
+        if buffers.rx_posted + buffers.rx_spare + buffers.rx_lent != N {
+            return fail("RX buffers posted + spare + lent != queue size");
+        }
+        if buffers.tx_posted + buffers.tx_free != N {
+            return fail("TX buffers posted + free != queue size");
+        }
+        if usize::from(self.stats.rx.in_flight()) != buffers.rx_posted {
+            return fail("RX ring indices disagree with the posted buffers");
+        }
+        if usize::from(self.stats.tx.in_flight()) != buffers.tx_posted {
+            return fail("TX ring indices disagree with the posted buffers");
+        }
+        Ok(())
+    }
+
+    /// Posts every spare RX buffer, then kicks the RX queue. The kick ignores the
+    /// device's suppression flag: virtio-drivers checks it right after
+    /// publishing `avail.idx` without a full fence, so its own decision can be
+    /// stale, and a missed kick after the ring ran dry would stall RX for good.
     pub fn refill(&mut self) -> usize {
         let mut posted = 0;
         while let Some(mut buf) = self.rx_spare.pop() {
@@ -152,8 +271,7 @@ impl NetDriver {
             }
         }
         if posted > 0 {
-            fence(Ordering::SeqCst);
-            self.window.notify(QUEUE_RECEIVE);
+            self.kick_rx();
         }
         posted
     }
@@ -161,10 +279,12 @@ impl NetDriver {
     /// Takes the next received frame, if any. Entries the device completed with
     /// errors are recycled and skipped; the loop is bounded by the queue size.
     pub fn receive(&mut self) -> Result<Option<RxFrame>, DriverError> {
-        for _ in 0..QUEUE_SIZE {
+        for _ in 0..N {
             let Some(token) = self.raw.poll_receive() else {
                 return Ok(None);
             };
+            // Only a posted token goes on to `receive_complete`: virtio-drivers
+            // would index its descriptor table with it, or recycle a free descriptor.
             let Some(mut buf) = self
                 .rx_posted
                 .get_mut(usize::from(token))
@@ -180,14 +300,15 @@ impl NetDriver {
             match result {
                 Ok((header_len, frame_len)) => {
                     self.stats.rx.completed();
-                    self.stats.frames_in += 1;
-                    self.stats.bytes_in += frame_len as u64;
                     let frame = RxFrame {
                         buffer: buf,
                         start: header_len,
                         len: frame_len,
                     };
                     if frame.frame().len() == frame_len {
+                        self.stats.frames_in += 1;
+                        self.stats.bytes_in += frame_len as u64;
+                        self.rx_lent += 1;
                         return Ok(Some(frame));
                     }
                     // Length beyond our buffer: a hostile used entry.
@@ -201,7 +322,7 @@ impl NetDriver {
                     self.rx_spare.push(buf);
                 }
                 Err(_) => {
-                    // Not popped (token mismatch): the device disagrees with the ring.
+                    // Not popped (the entry changed under us): the device disagrees with the ring.
                     self.stats.rx_errors += 1;
                     if let Some(slot) = self.rx_posted.get_mut(usize::from(token)) {
                         *slot = Some(buf);
@@ -218,13 +339,14 @@ impl NetDriver {
 
     /// Returns a buffer lent out by [`receive`](Self::receive).
     pub fn give_back(&mut self, frame: RxFrame) {
+        self.rx_lent = self.rx_lent.saturating_sub(1);
         self.rx_spare.push(frame.buffer);
     }
 
     /// Reclaims every TX buffer the device has finished with.
     pub fn reap_tx(&mut self) -> Result<usize, DriverError> {
         let mut reaped = 0;
-        for _ in 0..QUEUE_SIZE {
+        for _ in 0..N {
             let Some(token) = self.raw.poll_transmit() else {
                 break;
             };
@@ -272,19 +394,19 @@ impl NetDriver {
     }
 
     /// Queues one frame of `len` bytes written by `fill`. Call only after
-    /// `can_transmit` returned true; otherwise the frame is counted and dropped.
+    /// `can_transmit` returned true; otherwise the frame is counted and dropped
+    /// (`fill` still gets `len` bytes to write into: smoltcp indexes its buffer).
     pub fn transmit<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
-        let mut scratch = [0u8; 0];
         let Some(mut buf) = self.tx_free.pop() else {
             self.stats.tx_errors += 1;
-            return fill(&mut scratch);
+            return fill(&mut alloc::vec![0u8; len]);
         };
         let header_len = self.raw.fill_buffer_header(&mut buf).unwrap_or(0);
         let total = header_len + len;
         let Some(frame) = buf.get_mut(header_len..total) else {
             self.stats.tx_errors += 1;
             self.tx_free.push(buf);
-            return fill(&mut scratch);
+            return fill(&mut alloc::vec![0u8; len]);
         };
         let result = fill(frame);
         // SAFETY: the buffer stays in `tx_posted[token]`, unmoved and untouched, until
@@ -315,12 +437,21 @@ impl NetDriver {
     pub fn kick_tx_if_pending(&mut self) {
         if self.stats.tx.in_flight() > 0 {
             fence(Ordering::SeqCst);
-            self.window.notify(QUEUE_TRANSMIT);
+            self.kick.notify(QUEUE_TRANSMIT);
         }
     }
 
     pub fn kick_rx(&mut self) {
         fence(Ordering::SeqCst);
-        self.window.notify(QUEUE_RECEIVE);
+        self.kick.notify(QUEUE_RECEIVE);
+    }
+
+    /// The once-per-timer-tick pass, whatever the interrupts did: re-post, and
+    /// kick both queues, so a lost notification in either direction costs at most
+    /// one tick. (`Stack::tick_housekeeping` does the same three calls.)
+    pub fn tick(&mut self) {
+        self.refill();
+        self.kick_rx();
+        self.kick_tx_if_pending();
     }
 }

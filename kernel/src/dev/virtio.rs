@@ -5,10 +5,12 @@
 use crate::mem::paging;
 use alloc::alloc::{Layout, alloc_zeroed, dealloc};
 use core::ptr::NonNull;
+use virtio_drivers::transport::Transport;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
-use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE, PhysAddr};
-use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+/// The feature mask lives in a host-testable module; re-exported for the guest's users.
+pub use super::masked::MaskedTransport;
 
 /// First transport window; transport `i` is at `MMIO_BASE + i * MMIO_SIZE`.
 pub const MMIO_BASE: u64 = 0xfeb0_0000;
@@ -25,9 +27,6 @@ const GSI_BASE_LEGACY: u32 = 5;
 pub const REG_QUEUE_NOTIFY: usize = 0x050;
 pub const REG_INTERRUPT_STATUS: usize = 0x060;
 pub const REG_INTERRUPT_ACK: usize = 0x064;
-
-/// `RING_EVENT_IDX`: masked, see [`MaskedTransport`].
-const FEATURE_RING_EVENT_IDX: u64 = 1 << 29;
 
 pub struct KernelHal;
 
@@ -70,77 +69,6 @@ unsafe impl Hal for KernelHal {
     }
 
     unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
-}
-
-/// An MMIO transport that does not offer `RING_EVENT_IDX` to the driver: with it,
-/// virtio-drivers 0.13 can miss a notification at the 65535 -> 0 index wrap and
-/// cannot suppress interrupts (see STYLE.md). Everything else is passed through.
-pub struct MaskedTransport(pub MmioTransport<'static>);
-
-impl Transport for MaskedTransport {
-    fn device_type(&self) -> DeviceType {
-        self.0.device_type()
-    }
-    fn read_device_features(&mut self) -> u64 {
-        self.0.read_device_features() & !FEATURE_RING_EVENT_IDX
-    }
-    fn write_driver_features(&mut self, driver_features: u64) {
-        self.0.write_driver_features(driver_features)
-    }
-    fn max_queue_size(&mut self, queue: u16) -> u32 {
-        self.0.max_queue_size(queue)
-    }
-    fn notify(&mut self, queue: u16) {
-        self.0.notify(queue)
-    }
-    fn get_status(&self) -> DeviceStatus {
-        self.0.get_status()
-    }
-    fn set_status(&mut self, status: DeviceStatus) {
-        self.0.set_status(status)
-    }
-    fn set_guest_page_size(&mut self, guest_page_size: u32) {
-        self.0.set_guest_page_size(guest_page_size)
-    }
-    fn requires_legacy_layout(&self) -> bool {
-        self.0.requires_legacy_layout()
-    }
-    fn queue_set(
-        &mut self,
-        queue: u16,
-        size: u32,
-        descriptors: PhysAddr,
-        driver_area: PhysAddr,
-        device_area: PhysAddr,
-    ) {
-        self.0
-            .queue_set(queue, size, descriptors, driver_area, device_area)
-    }
-    fn queue_unset(&mut self, queue: u16) {
-        self.0.queue_unset(queue)
-    }
-    fn queue_used(&mut self, queue: u16) -> bool {
-        self.0.queue_used(queue)
-    }
-    fn ack_interrupt(&mut self) -> InterruptStatus {
-        self.0.ack_interrupt()
-    }
-    fn read_config_generation(&self) -> u32 {
-        self.0.read_config_generation()
-    }
-    fn read_config_space<T: FromBytes + IntoBytes>(
-        &self,
-        offset: usize,
-    ) -> virtio_drivers::Result<T> {
-        self.0.read_config_space(offset)
-    }
-    fn write_config_space<T: IntoBytes + Immutable>(
-        &mut self,
-        offset: usize,
-        value: T,
-    ) -> virtio_drivers::Result<()> {
-        self.0.write_config_space(offset, value)
-    }
 }
 
 /// A raw view of one transport's register window, for the interrupt handler

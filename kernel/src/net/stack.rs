@@ -177,10 +177,7 @@ impl Stack {
     /// Once per timer tick: kick both queues again, whatever the interrupts did,
     /// so a lost notification in either direction costs at most one tick.
     pub fn tick_housekeeping(&mut self) {
-        let driver = self.phy.driver.get_mut();
-        driver.refill();
-        driver.kick_rx();
-        driver.kick_tx_if_pending();
+        self.phy.driver.get_mut().tick();
     }
 
     /// Whether the network path can serve: an address, and every RX buffer posted
