@@ -2,10 +2,10 @@
 
 use crate::app::Stats;
 use crate::arch::{self, clock, cpu, fault, gdt, idt, ioapic, lapic, lockup, serial, watchdog};
-use crate::config::{Config, LogLevel, MAX_CONFIG_LEN};
+use crate::config::{Config, LogLevel, MAX_CONFIG_LEN, NetFault};
 use crate::dev::fw_cfg;
 use crate::dev::net::{self as dev_net, NetDriver};
-use crate::dev::virtio::{self, MaskedTransport};
+use crate::dev::virtio::{self, MaskedTransport, MmioWindow};
 use crate::diag::StackRange;
 use crate::mem::{frames, heap, paging};
 use crate::net::Stack;
@@ -13,7 +13,7 @@ use crate::net::server::Server;
 use bootloader_api::BootInfo;
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use core::sync::atomic::Ordering;
-use virtio_drivers::transport::Transport;
+use virtio_drivers::transport::{DeviceType, Transport};
 
 /// What we ask of the loader: all physical memory mapped (anywhere), and a
 /// 256 KiB boot stack (it gets an unmapped guard page below it).
@@ -112,7 +112,7 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     if let Some(fault) = config.fault.filter(|f| !f.in_main_loop()) {
         arch::fault_inject::inject(fault);
     }
-    let stack = start_network(&config, &ioapics);
+    let nic = find_nic(&config, &ioapics);
     log::info!("kernel: init complete");
     let lockup_ticks = config.lockup_ms * clock::TICK_HZ / 1000;
     log::info!(
@@ -120,72 +120,98 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         config.lockup_ms
     );
     let main_loop_fault = config.fault.filter(|f| f.in_main_loop());
-    match stack {
-        Some((stack, server)) => serve(stack, server, lockup_ticks, main_loop_fault),
-        None => idle(lockup_ticks, main_loop_fault),
+    let Some(window) = nic else {
+        idle(lockup_ticks, main_loop_fault)
+    };
+    // The ring size is a type parameter of the driver: one instance per supported size.
+    match config.queue_size {
+        16 => serve::<16>(window, &config, lockup_ticks, main_loop_fault),
+        _ => serve::<256>(window, &config, lockup_ticks, main_loop_fault),
     }
 }
 
-/// Finds the NIC, routes its interrupt and brings up the TCP/IP stack.
-fn start_network(config: &Config, ioapics: &[ioapic::IoApic]) -> Option<(Stack, Server)> {
+/// Finds the NIC and routes its interrupt (unless `fault=no-irq`). Returns its
+/// register window; the driver is started by `serve`.
+fn find_nic(config: &Config, ioapics: &[ioapic::IoApic]) -> Option<MmioWindow> {
     let mut nic = None;
     virtio::discover(ioapics.len() > 1, |found| {
-        if nic.is_none()
-            && found.transport.device_type() == virtio_drivers::transport::DeviceType::Network
-        {
-            nic = Some(found);
-        }
-        // Other devices keep their transport alive (dropping it would reset them).
-        else {
-            core::mem::forget(found.transport);
+        // Every transport found is dropped here, which resets its device: the NIC's
+        // is opened again by the driver, the others stay idle.
+        if nic.is_none() && found.transport.device_type() == DeviceType::Network {
+            nic = Some((found.window, found.gsi));
         }
     });
-    let Some(found) = nic else {
+    let Some((window, gsi)) = nic else {
         log::warn!(
             "net: no virtio-net device: not serving HTTP (the rest of the kernel keeps running)"
         );
         return None;
     };
-    let driver = match NetDriver::new(MaskedTransport(found.transport), found.window) {
-        Ok(driver) => driver,
-        Err(e) => {
-            log::error!("net: virtio-net init failed: {e:?}; not serving HTTP");
-            return None;
+    match config.net_fault {
+        Some(NetFault::NoIrq) => {
+            log::warn!("net: fault=no-irq: NIC interrupt not routed, the tick services the rings");
+            return Some(window);
         }
-    };
+        Some(NetFault::DropIrq(n)) => {
+            log::warn!("net: fault=drop-irq:{n}: one NIC interrupt in {n} is ignored");
+            dev_net::ignore_every_nth_interrupt(u64::from(n));
+        }
+        _ => {}
+    }
     let Some(vector) = idt::set_device_handler(0, dev_net::on_interrupt) else {
-        log::error!("net: no interrupt vector left");
-        return None;
+        log::error!("net: no interrupt vector left: the tick services the rings");
+        return Some(window);
     };
-    let routed = ioapics.iter().any(|io| io.covers(found.gsi));
-    let mut routed_ok = false;
-    for io in ioapics {
-        if io.covers(found.gsi) {
-            // virtio-mmio interrupts are level-triggered, active-high.
-            routed_ok = io.route(found.gsi, vector, lapic::id(), true, false);
-        }
-    }
-    if !routed || !routed_ok {
-        log::warn!(
-            "net: GSI {} is on no IOAPIC: running on the periodic tick only",
-            found.gsi
-        );
+    // virtio-mmio interrupts are level-triggered, active-high.
+    let routed = ioapics
+        .iter()
+        .filter(|io| io.covers(gsi))
+        .any(|io| io.route(gsi, vector, lapic::id(), true, false));
+    if routed {
+        log::info!("net: GSI {gsi} -> vector {vector}, level-triggered");
     } else {
-        log::info!("net: GSI {} -> vector {vector}, level-triggered", found.gsi);
+        log::warn!("net: GSI {gsi} is on no IOAPIC: the tick services the rings");
     }
-    let mut stack = Stack::new(driver, config, clock::uptime_ms(), cpu::rdtsc());
-    let server = Server::new(&mut stack, config.http_sockets, config.http_limits());
-    Some((stack, server))
+    Some(window)
 }
 
-/// The main loop: service the network, then sleep until an interrupt (the NIC or
+/// Starts the driver with `N`-entry rings and the TCP/IP stack, then runs the
+/// main loop: service the network, then sleep until an interrupt (the NIC or
 /// the 100 Hz tick). A lost NIC interrupt costs at most one tick.
-fn serve(
-    mut stack: Stack,
-    mut server: Server,
+fn serve<const N: usize>(
+    window: MmioWindow,
+    config: &Config,
     lockup_ticks: u64,
     fault: Option<crate::config::Fault>,
 ) -> ! {
+    // SAFETY: discovery dropped its transport over this window; this is the only one.
+    let transport = unsafe { virtio::reopen(window) };
+    let driver = match transport.map(|t| NetDriver::<N>::new(MaskedTransport(t), window)) {
+        Some(Ok(driver)) => driver,
+        Some(Err(e)) => {
+            log::error!("net: virtio-net init failed: {e:?}; not serving HTTP");
+            idle(lockup_ticks, fault)
+        }
+        None => {
+            log::error!("net: virtio-net transport vanished; not serving HTTP");
+            idle(lockup_ticks, fault)
+        }
+    };
+    log::info!("net: virtio-net rings of {N} entries");
+    let mut stack = Stack::<N>::new(driver, window, config, clock::uptime_ms(), cpu::rdtsc());
+    if config.net_fault == Some(NetFault::NoRepost) {
+        log::warn!(
+            "net: fault=no-repost: RX buffers are not re-posted until the ring audit resets the NIC"
+        );
+        if let Some(driver) = stack.phy.driver_mut() {
+            driver.stop_reposting();
+        }
+    }
+    let mut server = Server::new(
+        &mut stack.sockets,
+        config.http_sockets,
+        config.http_limits(),
+    );
     let mut stats = Stats::new(VERSION);
     let mut last_tick = clock::ticks();
     watchdog::pet(WATCHDOG_S);
@@ -197,7 +223,7 @@ fn serve(
         }
         let now = clock::uptime_ms();
         let from_irq = dev_net::NET_PENDING.swap(false, Ordering::AcqRel);
-        let listening = server.listening(&stack);
+        let listening = server.listening(&stack.sockets);
         let syns_before = stack.phy.syns_seen;
         let mut worked = stack.poll(now);
         // smoltcp answers a SYN with no listening socket with RST: that is a refusal.
@@ -207,12 +233,12 @@ fn serve(
             stats.timer_recoveries += 1;
         }
         let health = stack.health();
-        let busy = server.service(&mut stack, now, &mut stats, health);
+        let busy = server.service(&mut stack.sockets, now, &mut stats, health);
         worked |= stack.poll(now);
         let tick = clock::ticks();
         if tick != last_tick {
             last_tick = tick;
-            stack.tick_housekeeping();
+            stack.tick_housekeeping(now);
             watchdog::pet(WATCHDOG_S);
         }
         lockup::progress();
@@ -230,10 +256,11 @@ fn serve(
     }
 }
 
-fn fill_stats(stats: &mut Stats, stack: &mut Stack, now: u64) {
+fn fill_stats<const N: usize>(stats: &mut Stats, stack: &mut Stack<N>, now: u64) {
     stats.uptime_ms = now;
     stats.loop_iterations += 1;
     stats.interrupts_net = dev_net::NET_INTERRUPTS.load(Ordering::Relaxed);
+    stats.interrupts_ignored = dev_net::NET_INTERRUPTS_IGNORED.load(Ordering::Relaxed);
     stats.interrupts_timer = clock::ticks();
     stack.fill_stats(stats);
     if let Some(usage) = heap::usage() {

@@ -68,6 +68,36 @@ impl LogLevel {
     }
 }
 
+/// Test-only faults in the network path (`fault=drop-irq:N`, `fault=no-irq`,
+/// `fault=no-repost`): the guest must keep serving through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetFault {
+    /// Ignore every Nth NIC interrupt (acknowledge the device, record nothing).
+    DropIrq(u32),
+    /// Never route the NIC interrupt: only the periodic tick services the rings.
+    NoIrq,
+    /// Stop re-posting RX buffers (the predecessor's bug) until the ring audit
+    /// notices and resets the device.
+    NoRepost,
+}
+
+impl NetFault {
+    fn parse(value: &str) -> Option<NetFault> {
+        match value {
+            "no-irq" => Some(NetFault::NoIrq),
+            "no-repost" => Some(NetFault::NoRepost),
+            _ => {
+                let n: u32 = value.strip_prefix("drop-irq:")?.parse().ok()?;
+                (n >= 1).then_some(NetFault::DropIrq(n))
+            }
+        }
+    }
+}
+
+/// RX/TX ring sizes the kernel is built for (`queue_size=`): the default, and a
+/// small one that makes 16-bit ring indices wrap constantly.
+pub const QUEUE_SIZES: [usize; 2] = [256, 16];
+
 /// How the guest gets its IPv4 address (`ip=dhcp` or `ip=A.B.C.D/N`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpMode {
@@ -88,6 +118,9 @@ pub const MAX_HTTP_SOCKETS: usize = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
     pub fault: Option<Fault>,
+    pub net_fault: Option<NetFault>,
+    /// Entries in each virtio-net ring (one of [`QUEUE_SIZES`]).
+    pub queue_size: usize,
     pub log_level: LogLevel,
     pub ip: IpMode,
     /// Default route for a static address (DHCP supplies its own).
@@ -122,6 +155,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             fault: None,
+            net_fault: None,
+            queue_size: QUEUE_SIZES[0],
             log_level: LogLevel::Info,
             ip: IpMode::Dhcp,
             gateway: FALLBACK_GATEWAY,
@@ -237,9 +272,14 @@ impl Config {
             let (key, value) = (key.trim(), value.trim());
             let bad = ConfigWarning::BadValue { key, value };
             match key {
-                "fault" => match Fault::parse(value) {
-                    Some(fault) => config.fault = fault,
-                    None => warn(bad),
+                "fault" => match (Fault::parse(value), NetFault::parse(value)) {
+                    (Some(fault), _) => config.fault = fault,
+                    (None, Some(net_fault)) => config.net_fault = Some(net_fault),
+                    (None, None) => warn(bad),
+                },
+                "queue_size" => match value.parse() {
+                    Ok(n) if QUEUE_SIZES.contains(&n) => config.queue_size = n,
+                    _ => warn(bad),
                 },
                 "log" => match LogLevel::parse(value) {
                     Some(level) => config.log_level = level,
@@ -349,6 +389,9 @@ mod tests {
             "idle_timeout_ms=3600001",
             "send_timeout_ms=x",
             "lockup_ms=999",
+            "queue_size=32",
+            "fault=drop-irq:0",
+            "fault=drop-irq:",
             "lockup_ms=",
         ] {
             let (c, w) = parse(bad);

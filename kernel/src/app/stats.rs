@@ -76,6 +76,11 @@ stats! {
     heap_used,
     heap_free,
     loop_iterations,
+    /// Times the 16-bit RX/TX used indices wrapped (65535 -> 0).
+    rx_wraps,
+    tx_wraps,
+    /// NIC interrupts deliberately ignored by `fault=drop-irq:N` (test only).
+    interrupts_ignored,
 }
 
 impl Default for Stats {

@@ -61,8 +61,8 @@ mod guest {
 
     /// The guest's driver: the MMIO transport (without `RING_EVENT_IDX`), kicked
     /// through the transport's register window.
-    pub type NetDriver =
-        Driver<KernelHal, MaskedTransport<MmioTransport<'static>>, MmioWindow, QUEUE_SIZE>;
+    pub type NetDriver<const N: usize = QUEUE_SIZE> =
+        Driver<KernelHal, MaskedTransport<MmioTransport<'static>>, MmioWindow, N>;
 
     /// Set by the interrupt handler, cleared by the main loop before it services the device.
     pub static NET_PENDING: AtomicBool = AtomicBool::new(false);
@@ -70,13 +70,27 @@ mod guest {
     /// Register window of the NIC for the interrupt handler (0 = none).
     static NET_WINDOW: AtomicU64 = AtomicU64::new(0);
 
+    /// Test switch (`fault=drop-irq:N`): every Nth interrupt is acknowledged but
+    /// not recorded, as if it had been lost (0 = off).
+    static IGNORE_EVERY: AtomicU64 = AtomicU64::new(0);
+    pub static NET_INTERRUPTS_IGNORED: AtomicU64 = AtomicU64::new(0);
+
+    pub fn ignore_every_nth_interrupt(n: u64) {
+        IGNORE_EVERY.store(n, Ordering::Relaxed);
+    }
+
     /// Interrupt context: acknowledge the device and note that work is pending.
     pub fn on_interrupt() {
         let virt = NET_WINDOW.load(Ordering::Relaxed);
         if virt != 0 {
             MmioWindow { virt }.ack_interrupt();
         }
-        NET_INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+        let count = NET_INTERRUPTS.fetch_add(1, Ordering::Relaxed) + 1;
+        let every = IGNORE_EVERY.load(Ordering::Relaxed);
+        if every != 0 && count.is_multiple_of(every) {
+            NET_INTERRUPTS_IGNORED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         NET_PENDING.store(true, Ordering::Release);
     }
 
@@ -86,7 +100,7 @@ mod guest {
         }
     }
 
-    impl NetDriver {
+    impl<const N: usize> NetDriver<N> {
         /// Initialises the device, posts every RX buffer, and hands the register
         /// window to the interrupt handler.
         pub fn new(
@@ -177,6 +191,9 @@ pub struct Driver<H: Hal, T: Transport, K: Kick, const N: usize> {
     rx_lent: usize,
     tx_posted: Vec<Option<(Box<[u8]>, usize)>>,
     tx_free: Vec<Box<[u8]>>,
+    /// Test switch (`fault=no-repost`): stop re-posting RX buffers, as the
+    /// predecessor did; the stack's ring audit must notice and reset the device.
+    skip_refill: bool,
     pub stats: DriverStats,
 }
 
@@ -196,6 +213,7 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
             rx_lent: 0,
             tx_posted: (0..N).map(|_| None).collect(),
             tx_free: (0..N).map(|_| buffer(TX_BUFFER_LEN)).collect(),
+            skip_refill: false,
             stats: DriverStats::default(),
         };
         driver.refill();
@@ -246,6 +264,9 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
     /// publishing `avail.idx` without a full fence, so its own decision can be
     /// stale, and a missed kick after the ring ran dry would stall RX for good.
     pub fn refill(&mut self) -> usize {
+        if self.skip_refill {
+            return 0;
+        }
         let mut posted = 0;
         while let Some(mut buf) = self.rx_spare.pop() {
             // SAFETY: the buffer is heap memory (DMA-able) that we keep, unmoved and
@@ -444,6 +465,11 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
     pub fn kick_rx(&mut self) {
         fence(Ordering::SeqCst);
         self.kick.notify(QUEUE_RECEIVE);
+    }
+
+    /// Test switch: see `skip_refill`.
+    pub fn stop_reposting(&mut self) {
+        self.skip_refill = true;
     }
 
     /// The once-per-timer-tick pass, whatever the interrupts did: re-post, and

@@ -25,6 +25,9 @@ const GSI_BASE_LEGACY: u32 = 5;
 /// Register offsets the interrupt handler and the driver's kicks use directly:
 /// the transport object belongs to the driver, which the main loop may be using.
 pub const REG_QUEUE_NOTIFY: usize = 0x050;
+pub const REG_STATUS: usize = 0x070;
+/// Device status bit: the device hit an error it needs a reset to recover from.
+pub const STATUS_NEEDS_RESET: u32 = 0x40;
 pub const REG_INTERRUPT_STATUS: usize = 0x060;
 pub const REG_INTERRUPT_ACK: usize = 0x064;
 
@@ -95,11 +98,30 @@ impl MmioWindow {
         }
     }
 
+    /// The device status register (see [`STATUS_NEEDS_RESET`]).
+    pub fn status(&self) -> u32 {
+        // SAFETY: as for ack_interrupt; Status is a 32-bit register inside the window.
+        unsafe { self.reg(REG_STATUS).read_volatile() }
+    }
+
     /// Kicks queue `queue` (QueueNotify), whatever the device's suppression flags say.
     pub fn notify(&self, queue: u16) {
         // SAFETY: as for ack_interrupt; QueueNotify is write-only and takes a queue index.
         unsafe { self.reg(REG_QUEUE_NOTIFY).write_volatile(u32::from(queue)) };
     }
+}
+
+/// Opens the transport at `window` again, for a device reset.
+///
+/// # Safety
+/// `window` must come from [`discover`] and every earlier `MmioTransport` over
+/// it must have been dropped (dropping one resets the device; two alive at once
+/// would both drive it).
+pub unsafe fn reopen(window: MmioWindow) -> Option<MmioTransport<'static>> {
+    let header = NonNull::new(window.virt as *mut VirtIOHeader)?;
+    // SAFETY: the window is a live virtio-mmio region mapped for the kernel's life
+    // (from discovery), and the caller guarantees no other transport uses it.
+    unsafe { MmioTransport::new(header, MMIO_SIZE as usize) }.ok()
 }
 
 /// One device found on a virtio-mmio transport.

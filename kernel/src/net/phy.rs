@@ -4,9 +4,13 @@
 //! is consumed or dropped, so no path can leak an RX buffer. A TX token is only
 //! given out when the driver has room, so smoltcp never produces a frame that
 //! would be dropped; otherwise its data stays in the socket buffers.
+//!
+//! The driver slot is empty only while the device is being reset (the old
+//! driver must be gone before the device is opened again).
 
 use super::frame;
-use crate::dev::net::{NetDriver, RxFrame};
+use crate::dev::net::{DriverError, NetDriver, RxFrame};
+use alloc::vec;
 use core::cell::RefCell;
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
@@ -15,39 +19,45 @@ use smoltcp::time::Instant;
 pub const MAX_FRAME: usize = 1514;
 pub const HTTP_PORT: u16 = 80;
 
-pub struct Phy {
-    pub driver: RefCell<NetDriver>,
+type Slot<const N: usize> = RefCell<Option<NetDriver<N>>>;
+
+pub struct Phy<const N: usize> {
+    pub driver: Slot<N>,
     /// TCP SYNs to the HTTP port seen since the counter was last taken.
     pub syns_seen: u64,
-    /// A driver error that needs the device reset (reported by `service`).
-    pub fault: Option<crate::dev::net::DriverError>,
+    /// A driver error that needs the device reset.
+    pub fault: Option<DriverError>,
 }
 
-impl Phy {
-    pub fn new(driver: NetDriver) -> Self {
+impl<const N: usize> Phy<N> {
+    pub fn new(driver: NetDriver<N>) -> Self {
         Phy {
-            driver: RefCell::new(driver),
+            driver: RefCell::new(Some(driver)),
             syns_seen: 0,
             fault: None,
         }
     }
+
+    pub fn driver_mut(&mut self) -> Option<&mut NetDriver<N>> {
+        self.driver.get_mut().as_mut()
+    }
 }
 
-pub struct Rx<'a> {
+pub struct Rx<'a, const N: usize> {
     frame: Option<RxFrame>,
-    driver: &'a RefCell<NetDriver>,
+    driver: &'a Slot<N>,
 }
 
-pub struct Tx<'a> {
-    driver: &'a RefCell<NetDriver>,
+pub struct Tx<'a, const N: usize> {
+    driver: &'a Slot<N>,
 }
 
-impl Device for Phy {
-    type RxToken<'a> = Rx<'a>;
-    type TxToken<'a> = Tx<'a>;
+impl<const N: usize> Device for Phy<N> {
+    type RxToken<'a> = Rx<'a, N>;
+    type TxToken<'a> = Tx<'a, N>;
 
-    fn receive(&mut self, _now: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
-        let driver = self.driver.get_mut();
+    fn receive(&mut self, _now: Instant) -> Option<(Rx<'_, N>, Tx<'_, N>)> {
+        let driver = self.driver.get_mut().as_mut()?;
         // The reply to this frame (an ACK, an ARP answer) needs TX room; without it,
         // leave the frame in the ring until TX completions free some.
         if !driver.can_transmit() {
@@ -74,8 +84,8 @@ impl Device for Phy {
         ))
     }
 
-    fn transmit(&mut self, _now: Instant) -> Option<Tx<'_>> {
-        if !self.driver.get_mut().can_transmit() {
+    fn transmit(&mut self, _now: Instant) -> Option<Tx<'_, N>> {
+        if !self.driver.get_mut().as_mut()?.can_transmit() {
             return None;
         }
         Some(Tx {
@@ -92,29 +102,39 @@ impl Device for Phy {
     }
 }
 
-impl phy::RxToken for Rx<'_> {
+fn give_back<const N: usize>(slot: &Slot<N>, frame: RxFrame) {
+    if let Some(driver) = slot.borrow_mut().as_mut() {
+        driver.give_back(frame);
+    }
+}
+
+impl<const N: usize> phy::RxToken for Rx<'_, N> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(mut self, f: F) -> R {
         // No borrow of the driver is held while `f` runs: smoltcp transmits its
         // reply from inside `f` through the TX token.
         let frame = self.frame.take();
         let result = f(frame.as_ref().map_or(&[][..], RxFrame::frame));
         if let Some(frame) = frame {
-            self.driver.borrow_mut().give_back(frame);
+            give_back(self.driver, frame);
         }
         result
     }
 }
 
-impl Drop for Rx<'_> {
+impl<const N: usize> Drop for Rx<'_, N> {
     fn drop(&mut self) {
         if let Some(frame) = self.frame.take() {
-            self.driver.borrow_mut().give_back(frame);
+            give_back(self.driver, frame);
         }
     }
 }
 
-impl phy::TxToken for Tx<'_> {
+impl<const N: usize> phy::TxToken for Tx<'_, N> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        self.driver.borrow_mut().transmit(len, f)
+        match self.driver.borrow_mut().as_mut() {
+            Some(driver) => driver.transmit(len, f),
+            // Tokens are only handed out while a driver is present.
+            None => f(&mut vec![0u8; len]),
+        }
     }
 }

@@ -8,11 +8,11 @@
 //! connection churn cannot starve the pool for TIME-WAIT's 10 s.
 
 use super::phy::HTTP_PORT;
-use super::stack::Stack;
 use crate::app::{Routes, Site, Stats};
 use crate::http::{Action, Conn, Limits};
 use alloc::vec::Vec;
 use smoltcp::iface::SocketHandle;
+use smoltcp::iface::SocketSet;
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::Duration;
 
@@ -41,7 +41,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(stack: &mut Stack, count: usize, limits: Limits) -> Server {
+    pub fn new(sockets: &mut SocketSet<'static>, count: usize, limits: Limits) -> Server {
         let slots = (0..count)
             .map(|_| {
                 let rx = tcp::SocketBuffer::new(alloc::vec![0u8; SOCKET_RX_BUFFER]);
@@ -50,7 +50,7 @@ impl Server {
                 socket.set_nagle_enabled(false);
                 socket.set_timeout(Some(Duration::from_secs(SOCKET_TIMEOUT_S)));
                 Slot {
-                    handle: stack.sockets.add(socket),
+                    handle: sockets.add(socket),
                     conn: Conn::with_limits(limits),
                     active: false,
                     peer_closed: false,
@@ -66,10 +66,10 @@ impl Server {
     }
 
     /// Sockets ready to accept a connection.
-    pub fn listening(&self, stack: &Stack) -> u64 {
+    pub fn listening(&self, sockets: &SocketSet<'static>) -> u64 {
         self.slots
             .iter()
-            .filter(|s| stack.sockets.get::<tcp::Socket>(s.handle).state() == State::Listen)
+            .filter(|s| sockets.get::<tcp::Socket>(s.handle).state() == State::Listen)
             .count() as u64
     }
 
@@ -88,7 +88,7 @@ impl Server {
     /// or output and send space), so the caller must not sleep.
     pub fn service(
         &mut self,
-        stack: &mut Stack,
+        sockets: &mut SocketSet<'static>,
         now: u64,
         stats: &mut Stats,
         health: Result<(), &str>,
@@ -100,7 +100,7 @@ impl Server {
         };
         let mut busy = false;
         for slot in &mut self.slots {
-            let socket = stack.sockets.get_mut::<tcp::Socket>(slot.handle);
+            let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
             match socket.state() {
                 State::Closed | State::TimeWait => {
                     if slot.active {

@@ -1,6 +1,7 @@
 use super::phy::Phy;
 use crate::config::{Config, FALLBACK_ADDRESS, IpMode};
-use crate::dev::net::NetDriver;
+use crate::dev::net::{DriverStats, NetDriver};
+use crate::dev::virtio::{self, MaskedTransport, MmioWindow, STATUS_NEEDS_RESET};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::dhcpv4;
 use smoltcp::time::{Duration, Instant};
@@ -14,8 +15,47 @@ const EGRESS_ROUNDS: usize = 8;
 /// Without a DHCP lease by then, use QEMU user networking's fixed address.
 pub const DHCP_FALLBACK_MS: u64 = 3_000;
 
-pub struct Stack {
-    pub phy: Phy,
+/// Ticks a refill may leave RX buffers unposted before the device is reset.
+const UNPOSTED_TICKS_LIMIT: u32 = 3;
+/// TX frames in flight with no completion for this long: the device is wedged.
+const TX_WEDGE_MS: u64 = 3_000;
+
+/// Driver counters that survive device resets (each reset starts a new driver).
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    frames_in: u64,
+    frames_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    tx_full_events: u64,
+    errors: u64,
+    rx_wraps: u64,
+    tx_wraps: u64,
+}
+
+impl Totals {
+    fn add(&mut self, d: &DriverStats) {
+        self.frames_in += d.frames_in;
+        self.frames_out += d.frames_out;
+        self.bytes_in += d.bytes_in;
+        self.bytes_out += d.bytes_out;
+        self.tx_full_events += d.tx_full_events;
+        self.errors += d.rx_errors + d.tx_errors;
+        self.rx_wraps += d.rx.used_wraps;
+        self.tx_wraps += d.tx.used_wraps;
+    }
+}
+
+pub struct Stack<const N: usize> {
+    carried: Totals,
+    pub phy: Phy<N>,
+    /// The NIC's register window, to reopen the device on reset.
+    window: MmioWindow,
+    pub device_resets: u64,
+    /// Consecutive ticks with RX buffers missing from the ring after a refill.
+    ticks_short_of_buffers: u32,
+    /// TX used index and when it last moved while frames were in flight.
+    tx_watch: (u16, u64),
     pub iface: Interface,
     pub sockets: SocketSet<'static>,
     dhcp: Option<SocketHandle>,
@@ -32,8 +72,14 @@ pub fn instant(ms: u64) -> Instant {
     Instant::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
-impl Stack {
-    pub fn new(driver: NetDriver, config: &Config, now_ms: u64, seed: u64) -> Stack {
+impl<const N: usize> Stack<N> {
+    pub fn new(
+        driver: NetDriver<N>,
+        window: MmioWindow,
+        config: &Config,
+        now_ms: u64,
+        seed: u64,
+    ) -> Stack<N> {
         let mac = EthernetAddress(driver.mac());
         let mut phy = Phy::new(driver);
         let mut iface_config = IfaceConfig::new(HardwareAddress::Ethernet(mac));
@@ -41,6 +87,11 @@ impl Stack {
         let iface = Interface::new(iface_config, &mut phy, instant(now_ms));
         let mut stack = Stack {
             phy,
+            window,
+            device_resets: 0,
+            carried: Totals::default(),
+            ticks_short_of_buffers: 0,
+            tx_watch: (0, now_ms),
             iface,
             sockets: SocketSet::new(alloc::vec::Vec::new()),
             dhcp: None,
@@ -143,11 +194,8 @@ impl Stack {
     /// whether any frame was processed.
     pub fn poll(&mut self, now_ms: u64) -> bool {
         let now = instant(now_ms);
-        {
-            let driver = self.phy.driver.get_mut();
-            if let Err(e) = driver.reap_tx() {
-                self.phy.fault = Some(e);
-            }
+        if let Some(Err(e)) = self.phy.driver_mut().map(|d| d.reap_tx()) {
+            self.phy.fault = Some(e);
         }
         self.iface.poll_maintenance(now);
         let mut frames = 0;
@@ -169,15 +217,92 @@ impl Stack {
                 break;
             }
         }
-        self.phy.driver.get_mut().refill();
+        if let Some(driver) = self.phy.driver_mut() {
+            driver.refill();
+        }
         self.maintain_address(now_ms);
         frames > 0
     }
 
-    /// Once per timer tick: kick both queues again, whatever the interrupts did,
-    /// so a lost notification in either direction costs at most one tick.
-    pub fn tick_housekeeping(&mut self) {
-        self.phy.driver.get_mut().tick();
+    /// Once per timer tick: kick both queues again whatever the interrupts did
+    /// (a lost notification in either direction costs at most one tick), then
+    /// audit the rings and reset the device if it is wedged or broken.
+    pub fn tick_housekeeping(&mut self, now_ms: u64) {
+        if let Some(driver) = self.phy.driver_mut() {
+            driver.tick();
+        }
+        if let Some(reason) = self.device_problem(now_ms) {
+            self.reset_device(reason, now_ms);
+        }
+    }
+
+    /// Why the device needs a reset, if it does: an error the driver cannot get
+    /// past, a broken buffer invariant, RX buffers that stay unposted, the
+    /// device asking for it, or TX making no progress with frames in flight.
+    fn device_problem(&mut self, now_ms: u64) -> Option<&'static str> {
+        let needs_reset = self.window.status() & STATUS_NEEDS_RESET != 0;
+        let fault = self.phy.fault.is_some();
+        let Some(driver) = self.phy.driver_mut() else {
+            return Some("no driver (an earlier reset failed)");
+        };
+        if fault {
+            return Some("the device returned a buffer it was never given");
+        }
+        if needs_reset {
+            return Some("the device set NEEDS_RESET");
+        }
+        if let Err(e) = driver.audit() {
+            log::warn!("net: ring audit: {} ({:?})", e.what, e.buffers);
+            return Some("ring audit failed");
+        }
+        let posted = usize::from(driver.stats.rx.in_flight());
+        let tx = driver.stats.tx;
+        if posted < N {
+            self.ticks_short_of_buffers += 1;
+            if self.ticks_short_of_buffers == 1 {
+                log::warn!("net: ring audit: {posted} of {N} RX buffers posted after refill");
+            }
+        } else {
+            self.ticks_short_of_buffers = 0;
+        }
+        if self.ticks_short_of_buffers >= UNPOSTED_TICKS_LIMIT {
+            return Some("RX buffers not re-posted");
+        }
+        if tx.in_flight() == 0 || tx.used != self.tx_watch.0 {
+            self.tx_watch = (tx.used, now_ms);
+        } else if now_ms.saturating_sub(self.tx_watch.1) >= TX_WEDGE_MS {
+            return Some("no TX completion with frames in flight");
+        }
+        None
+    }
+
+    /// Replaces the driver with a fresh one over the same device, without
+    /// rebooting: the old driver is dropped first (which resets the device and
+    /// frees its rings and buffers), then the transport is opened again. TCP
+    /// connections survive; frames in flight are lost and retransmitted.
+    fn reset_device(&mut self, reason: &'static str, now_ms: u64) {
+        self.device_resets += 1;
+        log::warn!("net: resetting the NIC (#{}): {reason}", self.device_resets);
+        if let Some(old) = self.phy.driver.get_mut().take() {
+            self.carried.add(&old.stats);
+            drop(old);
+        }
+        self.phy.fault = None;
+        self.ticks_short_of_buffers = 0;
+        self.tx_watch = (0, now_ms);
+        // SAFETY: the window came from discovery, and the only transport over it
+        // belonged to the driver dropped just above.
+        let Some(transport) = (unsafe { virtio::reopen(self.window) }) else {
+            log::error!("net: NIC reset: the transport did not come back; retrying next tick");
+            return;
+        };
+        match NetDriver::<N>::new(MaskedTransport(transport), self.window) {
+            Ok(driver) => {
+                *self.phy.driver.get_mut() = Some(driver);
+                log::info!("net: NIC reset done");
+            }
+            Err(e) => log::error!("net: NIC reset failed: {e:?}; retrying next tick"),
+        }
     }
 
     /// Whether the network path can serve: an address, and every RX buffer posted
@@ -186,29 +311,37 @@ impl Stack {
         if !self.configured {
             return Err("no IPv4 address yet");
         }
-        let driver = self.phy.driver.get_mut();
-        if usize::from(driver.stats.rx.in_flight()) < crate::dev::net::QUEUE_SIZE {
-            return Err("RX buffers not all posted to the device");
-        }
         if self.phy.fault.is_some() {
             return Err("the NIC returned an unknown buffer");
+        }
+        let Some(driver) = self.phy.driver_mut() else {
+            return Err("the NIC is being reset");
+        };
+        if usize::from(driver.stats.rx.in_flight()) < N {
+            return Err("RX buffers not all posted to the device");
         }
         Ok(())
     }
 
-    /// Copies the driver's counters into the stats served at /api/stats.json.
+    /// Copies the driver's counters (plus those of drivers replaced by resets)
+    /// into the stats served at /api/stats.json.
     pub fn fill_stats(&mut self, stats: &mut crate::app::Stats) {
-        let d = self.phy.driver.get_mut().stats;
-        stats.frames_in = d.frames_in;
-        stats.frames_out = d.frames_out;
-        stats.bytes_in = d.bytes_in;
-        stats.bytes_out = d.bytes_out;
-        stats.rx_avail_idx = u64::from(d.rx.avail);
-        stats.rx_used_idx = u64::from(d.rx.used);
-        stats.tx_avail_idx = u64::from(d.tx.avail);
-        stats.tx_used_idx = u64::from(d.tx.used);
-        stats.tx_full_events = d.tx_full_events;
-        stats.rx_dropped = d.rx_errors + d.tx_errors;
+        let mut total = self.carried;
+        let current = self.phy.driver_mut().map(|d| d.stats).unwrap_or_default();
+        total.add(&current);
+        stats.frames_in = total.frames_in;
+        stats.frames_out = total.frames_out;
+        stats.bytes_in = total.bytes_in;
+        stats.bytes_out = total.bytes_out;
+        stats.tx_full_events = total.tx_full_events;
+        stats.rx_dropped = total.errors;
+        stats.rx_wraps = total.rx_wraps;
+        stats.tx_wraps = total.tx_wraps;
+        stats.rx_avail_idx = u64::from(current.rx.avail);
+        stats.rx_used_idx = u64::from(current.rx.used);
+        stats.tx_avail_idx = u64::from(current.tx.avail);
+        stats.tx_used_idx = u64::from(current.tx.used);
+        stats.device_resets = self.device_resets;
     }
 
     /// How long smoltcp can wait before it next needs a pass.
