@@ -1,0 +1,23 @@
+-- wrk script for scripts/soak: cycles through a mix of routes, mostly small
+-- responses, with the 64 KiB asset every 20th and the 1.5 MiB asset every
+-- 200th request. With SOAK_CLOSE=1 in the environment every request asks for
+-- Connection: close (a new TCP connection per request, the predecessor's workload).
+local small = { "/health", "/", "/style.css", "/api/stats.json", "/bench/4k.html", "/logo.svg" }
+local close = os.getenv("SOAK_CLOSE") == "1"
+local counter = 0
+
+request = function()
+  counter = counter + 1
+  local path
+  if counter % 200 == 0 then
+    path = "/large.bin"
+  elseif counter % 20 == 0 then
+    path = "/bench/64k.bin"
+  else
+    path = small[(counter % #small) + 1]
+  end
+  if close then
+    return wrk.format("GET", path, { ["Connection"] = "close" })
+  end
+  return wrk.format("GET", path)
+end
