@@ -247,7 +247,10 @@ fn serve<const N: usize>(
         let idle = !busy
             && !worked
             && !dev_net::NET_PENDING.load(Ordering::Acquire)
-            && stack.poll_delay(now) != Some(smoltcp::time::Duration::ZERO);
+            // smoltcp wants another pass at once while a socket has data to send,
+            // even if the TX ring is full: then the completion interrupt (or the
+            // tick) is what can make progress, so sleep until it comes.
+            && (stack.tx_blocked() || stack.poll_delay(now) != Some(smoltcp::time::Duration::ZERO));
         if idle {
             cpu::enable_interrupts_and_halt();
         } else {

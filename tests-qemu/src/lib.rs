@@ -7,6 +7,11 @@
 //! - [`dump`]: parse the kernel's `FATAL` dump and check its values.
 //! - [`symbolize`]: map dump addresses to functions with `scripts/symbolize`.
 //! - [`elf`]: where the kernel's code lies.
+//! - [`http`]: boot a guest that serves HTTP on a free host port (legacy or
+//!   modern virtio-mmio), a raw HTTP/1.1 client, `/api/stats.json`.
+//! - [`qmp`]: a QMP client (`set_link`, `stop`, `cont`, `query-status`).
+//! - [`resilience`]: a guest with QMP, pipelined byte-exact downloads, wrk in
+//!   the background, `/health` probes, for the fault tests.
 //!
 //! Every guest is a [`boot_image::Guest`], which kills QEMU when dropped, so
 //! a failing assertion never leaves a VM behind. No test uses a fixed host
@@ -18,6 +23,9 @@
 
 pub mod dump;
 pub mod elf;
+pub mod http;
+pub mod qmp;
+pub mod resilience;
 pub mod symbolize;
 
 use std::io::Write;

@@ -126,7 +126,8 @@ pub struct DriverStats {
     pub frames_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// TX asked for while every TX descriptor or buffer was busy.
+    /// Times the TX ring filled up (every descriptor or buffer busy) and a
+    /// frame had to wait in the socket buffers.
     pub tx_full_events: u64,
     /// Used entries the device returned that we could not accept (short, longer
     /// than the buffer, token out of step with the ring).
@@ -194,6 +195,8 @@ pub struct Driver<H: Hal, T: Transport, K: Kick, const N: usize> {
     /// Test switch (`fault=no-repost`): stop re-posting RX buffers, as the
     /// predecessor did; the stack's ring audit must notice and reset the device.
     skip_refill: bool,
+    /// The TX ring was full at the last `can_transmit`.
+    tx_full: bool,
     pub stats: DriverStats,
 }
 
@@ -214,6 +217,7 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
             tx_posted: (0..N).map(|_| None).collect(),
             tx_free: (0..N).map(|_| buffer(TX_BUFFER_LEN)).collect(),
             skip_refill: false,
+            tx_full: false,
             stats: DriverStats::default(),
         };
         driver.refill();
@@ -408,10 +412,19 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
     /// Whether a frame can be queued right now (a free buffer and descriptor).
     pub fn can_transmit(&mut self) -> bool {
         let ok = !self.tx_free.is_empty() && self.raw.can_send();
-        if !ok {
+        // One event per time the ring fills up, not per refused attempt.
+        if !ok && !self.tx_full {
             self.stats.tx_full_events += 1;
         }
+        self.tx_full = !ok;
         ok
+    }
+
+    /// The last `can_transmit` found the TX ring full: the stack has data it
+    /// cannot send until a completion (interrupt) or the tick frees a slot, so
+    /// polling again before then would only spin.
+    pub fn tx_blocked(&self) -> bool {
+        self.tx_full
     }
 
     /// Queues one frame of `len` bytes written by `fill`. Call only after

@@ -344,6 +344,11 @@ impl<const N: usize> Stack<N> {
         stats.device_resets = self.device_resets;
     }
 
+    /// The TX ring is full: more passes cannot send until a completion arrives.
+    pub fn tx_blocked(&mut self) -> bool {
+        self.phy.driver_mut().is_some_and(|d| d.tx_blocked())
+    }
+
     /// How long smoltcp can wait before it next needs a pass.
     pub fn poll_delay(&mut self, now_ms: u64) -> Option<Duration> {
         self.iface.poll_delay(instant(now_ms), &self.sockets)

@@ -389,7 +389,9 @@ fn full_tx_queue_refuses_without_spinning_and_recovers() {
     }
     assert!(!driver.can_transmit());
     assert!(!driver.can_transmit());
-    assert_eq!(driver.stats.tx_full_events, 2);
+    assert!(driver.tx_blocked());
+    // One event for the ring filling up, however often it is asked.
+    assert_eq!(driver.stats.tx_full_events, 1);
     assert_eq!(driver.reap_tx().expect("reap"), 0, "nothing completed yet");
     // Called anyway: dropped and counted; `fill` still gets the bytes it asked for.
     assert_eq!(driver.transmit(100, |buf| buf.len()), 100);

@@ -1,0 +1,780 @@
+//! Host-side tools for the fault tests in `tests/resilience.rs` (TESTING.md F3,
+//! F4, F6, L6): faults injected from outside (QMP) or by guest config while the
+//! guest is under load, and the measurements that judge them.
+//!
+//! - [`boot_qmp`]: an HTTP guest (see [`crate::http::boot_http`]) with a QMP
+//!   socket, connected.
+//! - [`Download`]: `/large.bin` fetched `n` times pipelined on one connection by
+//!   a reader thread, with a live byte count, checked byte-exact, ending in an
+//!   [`Outcome`] that tells a clean failure (the guest closed or reset) from a
+//!   stall or a corrupted body.
+//! - [`Wrk`]: `wrk` in the background, bounded, its summary parsed.
+//! - [`HealthProbe`]: `GET /health` every second on a keep-alive connection, as
+//!   `scripts/soak` does (QEMU user networking's host listener has a backlog of
+//!   1, so fresh connects can wait 1-3 s for SYN retransmits under load; a
+//!   persistent connection measures the guest).
+//! - [`KeepAlivePool`] and [`poll_fresh_health`]: how soon `/health` answers
+//!   after an outage.
+//!
+//! Every loop is bounded in count and time.
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use boot_image::{Guest, QemuConfig};
+
+use crate::http::{Client, HttpGuest, Transport, free_port, parse_response, site_file};
+use crate::qmp::{Qmp, SocketFile, socket_path};
+use crate::{INIT_TIMEOUT, config, note};
+
+/// Size of `kernel/site/large.bin` (the "1 MiB download" of the issue: 1.5 MiB).
+pub const LARGE_LEN: usize = 1_572_864;
+/// How long `/health` may take after an outage ends, and a probe under load.
+pub const HEALTH_LIMIT: Duration = Duration::from_secs(2);
+/// Boot attempts when QEMU cannot bind the picked port.
+const BOOT_ATTEMPTS: usize = 5;
+
+/// `kernel/site/large.bin`, read once.
+pub fn large_bin() -> &'static [u8] {
+    static LARGE: OnceLock<Vec<u8>> = OnceLock::new();
+    let bytes = LARGE.get_or_init(|| site_file("large.bin"));
+    assert_eq!(bytes.len(), LARGE_LEN, "kernel/site/large.bin changed size");
+    bytes
+}
+
+/// An HTTP guest with a QMP connection. Dropping it kills QEMU and removes the
+/// socket file.
+pub struct QmpGuest {
+    pub http: HttpGuest,
+    pub qmp: Qmp,
+    _socket: SocketFile,
+}
+
+/// Boots like [`crate::http::boot_http`] (legacy transport, port 80 forwarded to
+/// a free port, waits for `net: ready` and `/health`) with a QMP socket, and
+/// connects to it.
+pub fn boot_qmp(test: &str, items: &[&str]) -> QmpGuest {
+    for attempt in 1..=BOOT_ATTEMPTS {
+        let port = free_port();
+        let socket = SocketFile(socket_path(test));
+        let _ = std::fs::remove_file(&socket.0);
+        let cfg = QemuConfig {
+            host_port: Some(port),
+            qmp_socket: Some(socket.0.clone()),
+            ..config(items)
+        };
+        let start = Instant::now();
+        let guest = match Guest::start(&crate::image().image, &cfg, crate::echo_from_env()) {
+            Ok(guest) => guest,
+            Err(e) if is_forwarding_error(&e) && attempt < BOOT_ATTEMPTS => {
+                note(test, format_args!("port {port} taken ({e}); retrying"));
+                continue;
+            }
+            Err(e) => panic!("[{test}] guest did not boot: {e}"),
+        };
+        if let Err(e) = guest.wait_for("net: ready", INIT_TIMEOUT) {
+            if is_forwarding_error(&guest.qemu_stderr()) && attempt < BOOT_ATTEMPTS {
+                note(test, format_args!("port {port} taken; retrying"));
+                continue;
+            }
+            panic!(
+                "[{test}] waiting for `net: ready`: {e}\n--- QEMU stderr ---\n{}",
+                guest.qemu_stderr()
+            );
+        }
+        let http = HttpGuest {
+            guest,
+            port,
+            test: test.to_string(),
+            transport: Transport::Legacy,
+        };
+        http.wait_healthy(Duration::from_secs(20));
+        let qmp = Qmp::connect(&socket.0, Duration::from_secs(10))
+            .unwrap_or_else(|e| http.fail(format_args!("QMP: {e}")));
+        note(
+            test,
+            format_args!(
+                "accel={:?} port={port} pid={} QEMU {} /health 200 after {:.2?} config={items:?}",
+                http.guest.accel(),
+                http.guest.pid(),
+                qmp.qemu_version,
+                start.elapsed()
+            ),
+        );
+        return QmpGuest {
+            http,
+            qmp,
+            _socket: socket,
+        };
+    }
+    unreachable!("the last boot attempt panics instead of retrying")
+}
+
+fn is_forwarding_error(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    text.contains("host forwarding") || text.contains("hostfwd") || text.contains("cannot forward")
+}
+
+/// Fails unless the guest accepted every config item: the only `config:`
+/// lines allowed on serial are the parsed configuration and "no config file";
+/// any other (unknown key, bad value, not key=value, ...) is a rejection. An
+/// ignored fault or queue size would make a fault test pass without testing
+/// anything.
+pub fn check_config_accepted(g: &HttpGuest, items: &[&str]) {
+    let serial = g.guest.serial();
+    if let Some(line) = serial.lines().find(|l| {
+        l.starts_with("config: ")
+            && !l.starts_with("config: Config {")
+            && !l.starts_with("config: no ")
+    }) {
+        g.fail(format_args!(
+            "the guest did not accept the config {items:?}: {line:?}"
+        ));
+    }
+}
+
+/// How a [`Download`] ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every response arrived: 200, `Content-Length` and body byte-exact.
+    Complete,
+    /// The guest ended the connection (FIN or reset) before the last byte: a
+    /// clean failure, to be retried.
+    Closed(String),
+    /// No byte for the read timeout, or past the overall deadline: a stall.
+    Stalled(String),
+    /// A wrong status, a malformed response or a body that differs: never
+    /// acceptable.
+    Corrupt(String),
+}
+
+/// What a [`Download`] thread returns.
+#[derive(Clone, Debug)]
+pub struct DownloadResult {
+    pub outcome: Outcome,
+    /// Complete, byte-exact responses.
+    pub responses_ok: usize,
+    pub received: u64,
+    pub elapsed: Duration,
+    /// Every read: when it returned and the byte count after it.
+    pub reads: Vec<(Instant, u64)>,
+}
+
+impl DownloadResult {
+    /// Bytes received by `at`.
+    pub fn received_by(&self, at: Instant) -> u64 {
+        self.reads
+            .iter()
+            .take_while(|(t, _)| *t <= at)
+            .last()
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// The first read after `at` that brought bytes: how long after `at`, and
+    /// the count before it.
+    pub fn first_read_after(&self, at: Instant) -> Option<(Duration, u64)> {
+        let before = self.received_by(at);
+        self.reads
+            .iter()
+            .find(|(t, _)| *t > at)
+            .map(|(t, _)| (*t - at, before))
+    }
+
+    /// Bytes received after `at`.
+    pub fn received_after(&self, at: Instant) -> u64 {
+        self.received - self.received_by(at)
+    }
+}
+
+/// `GET /large.bin` `count` times pipelined on one keep-alive connection, read
+/// by a thread as fast as the guest sends.
+pub struct Download {
+    received: Arc<AtomicU64>,
+    /// Bytes the whole transfer carries (heads included), known once the first
+    /// head arrived; 0 before.
+    expected: Arc<AtomicU64>,
+    handle: Option<JoinHandle<DownloadResult>>,
+    pub started: Instant,
+}
+
+impl Download {
+    /// Starts the thread. Each read waits at most `read_timeout`; the whole
+    /// transfer at most `deadline` from now.
+    pub fn start(
+        addr: SocketAddr,
+        count: usize,
+        read_timeout: Duration,
+        deadline: Duration,
+    ) -> Download {
+        let received = Arc::new(AtomicU64::new(0));
+        let expected = Arc::new(AtomicU64::new(0));
+        let (r, e) = (Arc::clone(&received), Arc::clone(&expected));
+        let started = Instant::now();
+        let handle = std::thread::spawn(move || {
+            download(addr, count, read_timeout, started + deadline, &r, &e)
+        });
+        Download {
+            received,
+            expected,
+            handle: Some(handle),
+            started,
+        }
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Acquire)
+    }
+
+    /// Bytes the whole transfer carries, 0 until the first head arrived.
+    pub fn expected(&self) -> u64 {
+        self.expected.load(Ordering::Acquire)
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Waits until at least `bytes` arrived or the download ended, for at most
+    /// `timeout`; whether the bytes arrived.
+    pub fn wait_for_bytes(&self, bytes: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        for _ in 0..10_000_000u64 {
+            if self.received() >= bytes {
+                return true;
+            }
+            if self.is_finished() || Instant::now() >= deadline {
+                return self.received() >= bytes;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        false
+    }
+
+    /// The thread's result (it ends by its own deadline).
+    pub fn join(mut self) -> DownloadResult {
+        let handle = self.handle.take().expect("joined once");
+        match handle.join() {
+            Ok(result) => result,
+            Err(_) => panic!("the download thread panicked"),
+        }
+    }
+}
+
+fn download(
+    addr: SocketAddr,
+    count: usize,
+    read_timeout: Duration,
+    deadline: Instant,
+    received: &AtomicU64,
+    expected: &AtomicU64,
+) -> DownloadResult {
+    let start = Instant::now();
+    let mut responses_ok = 0;
+    let mut total = 0u64;
+    let mut reads = Vec::new();
+    let outcome = (|| {
+        let mut client = Client::connect(addr, read_timeout)
+            .map_err(|e| Outcome::Closed(format!("connect: {e}")))?;
+        let request = "GET /large.bin HTTP/1.1\r\nHost: t\r\n\r\n".repeat(count);
+        client
+            .send(request.as_bytes())
+            .map_err(|e| Outcome::Closed(format!("sending the requests: {e}")))?;
+        let want = large_bin();
+        let mut buf: Vec<u8> = Vec::with_capacity(2 * LARGE_LEN);
+        let mut chunk = vec![0u8; 256 * 1024];
+        for _ in 0..10_000_000u64 {
+            match parse_response(&buf, false) {
+                Ok(Some((r, used))) => {
+                    if r.status != 200 {
+                        return Err(Outcome::Corrupt(format!(
+                            "response {responses_ok}: status {}",
+                            r.status
+                        )));
+                    }
+                    if r.body != want {
+                        let at = r.body.iter().zip(want).position(|(a, b)| a != b);
+                        return Err(Outcome::Corrupt(format!(
+                            "response {responses_ok}: {} body bytes, first difference at {at:?}",
+                            r.body.len()
+                        )));
+                    }
+                    if expected.load(Ordering::Relaxed) == 0 {
+                        let head = (used - r.body.len()) as u64;
+                        expected.store((head + LARGE_LEN as u64) * count as u64, Ordering::Release);
+                    }
+                    responses_ok += 1;
+                    buf.drain(..used);
+                    if responses_ok == count {
+                        return if buf.is_empty() {
+                            Ok(())
+                        } else {
+                            Err(Outcome::Corrupt(format!(
+                                "{} bytes after the last response",
+                                buf.len()
+                            )))
+                        };
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Outcome::Corrupt(format!("response {responses_ok}: {e}"))),
+            }
+            if Instant::now() >= deadline {
+                return Err(Outcome::Stalled(format!(
+                    "overall deadline passed after {responses_ok} responses and {total} bytes"
+                )));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = client
+                .stream
+                .set_read_timeout(Some(read_timeout.min(left).max(Duration::from_millis(1))));
+            match client.stream.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(Outcome::Closed(format!(
+                        "EOF after {responses_ok} responses and {total} bytes"
+                    )));
+                }
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    total += n as u64;
+                    reads.push((Instant::now(), total));
+                    received.store(total, Ordering::Release);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if Instant::now() >= deadline {
+                        continue;
+                    }
+                    return Err(Outcome::Stalled(format!(
+                        "no byte for {read_timeout:?} after {responses_ok} responses and {total} bytes"
+                    )));
+                }
+                Err(e) => {
+                    return Err(Outcome::Closed(format!(
+                        "{e} after {responses_ok} responses and {total} bytes"
+                    )));
+                }
+            }
+        }
+        Err(Outcome::Stalled("10,000,000 reads".to_string()))
+    })();
+    DownloadResult {
+        outcome: outcome.err().unwrap_or(Outcome::Complete),
+        responses_ok,
+        received: total,
+        elapsed: start.elapsed(),
+        reads,
+    }
+}
+
+/// `count` pipelined downloads of `/large.bin`, started and waited for; the
+/// result.
+pub fn download_now(addr: SocketAddr, count: usize, timeout: Duration) -> DownloadResult {
+    Download::start(addr, count, timeout, timeout).join()
+}
+
+/// `scripts/lib/mixed.lua`: the soak's mix of routes (small pages, the 64 KiB
+/// and the 1.5 MiB assets).
+pub fn mixed_lua() -> PathBuf {
+    boot_image::repo_root().join("scripts/lib/mixed.lua")
+}
+
+/// wrk running in the background; killed if dropped unfinished.
+pub struct Wrk {
+    child: Option<Child>,
+    seconds: u64,
+    started: Instant,
+    pub args: Vec<String>,
+}
+
+/// wrk's summary.
+#[derive(Clone, Debug)]
+pub struct WrkReport {
+    pub requests: u64,
+    pub per_second: f64,
+    /// `Socket errors: ...` if wrk printed that line.
+    pub socket_errors: Option<String>,
+    /// `Non-2xx or 3xx responses: N`.
+    pub non_2xx: u64,
+    pub output: String,
+    pub elapsed: Duration,
+}
+
+impl WrkReport {
+    /// Fails with the output unless there were no socket errors, only 2xx and
+    /// at least one request.
+    pub fn check_clean(&self, g: &HttpGuest, what: &str) {
+        if self.socket_errors.is_some() || self.non_2xx != 0 || self.requests == 0 {
+            g.fail(format_args!(
+                "{what}: wrk saw socket errors {:?}, {} non-2xx/3xx, {} requests:\n{}",
+                self.socket_errors, self.non_2xx, self.requests, self.output
+            ));
+        }
+    }
+}
+
+impl Wrk {
+    /// `wrk -t2 -c<connections> -d<seconds>s --timeout <timeout_s>s [-s script] <url>`,
+    /// keep-alive (`SOAK_CLOSE=0` for mixed.lua).
+    pub fn spawn(
+        url: &str,
+        connections: u32,
+        seconds: u64,
+        timeout_s: u64,
+        script: Option<PathBuf>,
+    ) -> Wrk {
+        let mut args = vec![
+            "-t2".to_string(),
+            format!("-c{connections}"),
+            format!("-d{seconds}s"),
+            "--timeout".to_string(),
+            format!("{timeout_s}s"),
+        ];
+        if let Some(script) = script {
+            args.push("-s".to_string());
+            args.push(script.to_string_lossy().into_owned());
+        }
+        args.push(url.to_string());
+        let child = match Command::new("wrk")
+            .args(&args)
+            .env("SOAK_CLOSE", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
+                "wrk is not installed: scripts/test installs it (apt-get install wrk); \
+                 the resilience tests need it"
+            ),
+            Err(e) => panic!("running wrk: {e}"),
+        };
+        Wrk {
+            child: Some(child),
+            seconds,
+            started: Instant::now(),
+            args,
+        }
+    }
+
+    /// Waits for wrk to end (at most its duration plus `grace`, else kills it
+    /// and fails) and parses its summary.
+    pub fn wait(mut self, grace: Duration) -> Result<WrkReport, String> {
+        let mut child = self.child.take().expect("waited once");
+        let limit = Duration::from_secs(self.seconds) + grace;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if self.started.elapsed() > limit => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("wrk {:?} still running after {limit:?}", self.args));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return Err(format!("waiting for wrk: {e}")),
+            }
+        };
+        let elapsed = self.started.elapsed();
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("wrk output: {e}"))?;
+        let output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !status.success() {
+            return Err(format!("wrk failed ({status}):\n{output}"));
+        }
+        parse_wrk(&output, elapsed)
+    }
+}
+
+impl Drop for Wrk {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Parses wrk's summary.
+pub fn parse_wrk(output: &str, elapsed: Duration) -> Result<WrkReport, String> {
+    let requests = output
+        .lines()
+        .find_map(|l| {
+            let (n, rest) = l.trim().split_once(' ')?;
+            rest.starts_with("requests in").then(|| n.parse().ok())?
+        })
+        .ok_or_else(|| format!("no request count in wrk's output:\n{output}"))?;
+    let per_second = output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:")?.trim().parse().ok())
+        .ok_or_else(|| format!("no Requests/sec in wrk's output:\n{output}"))?;
+    let socket_errors = output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+        .map(|s| s.trim().to_string());
+    let non_2xx = output
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Non-2xx or 3xx responses:")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    Ok(WrkReport {
+        requests,
+        per_second,
+        socket_errors,
+        non_2xx,
+        output: output.to_string(),
+        elapsed,
+    })
+}
+
+/// `GET /health` on `client` (keep-alive); the time to a `200 ok`, or why not.
+pub fn health_on(client: &mut Client) -> Result<Duration, String> {
+    let start = Instant::now();
+    client
+        .send(b"GET /health HTTP/1.1\r\nHost: probe\r\n\r\n")
+        .map_err(|e| format!("sending: {e}"))?;
+    let r = client.read_response(false)?;
+    if r.status != 200 || r.body != b"ok\n" {
+        return Err(format!("status {} body {:?}", r.status, r.body_text()));
+    }
+    Ok(start.elapsed())
+}
+
+/// What a [`HealthProbe`] saw.
+#[derive(Clone, Debug, Default)]
+pub struct ProbeReport {
+    pub latencies: Vec<Duration>,
+    pub failures: Vec<String>,
+}
+
+impl ProbeReport {
+    pub fn max(&self) -> Duration {
+        self.latencies.iter().copied().max().unwrap_or_default()
+    }
+
+    pub fn median(&self) -> Duration {
+        let mut l = self.latencies.clone();
+        l.sort();
+        l.get(l.len() / 2).copied().unwrap_or_default()
+    }
+}
+
+/// `GET /health` every second on one keep-alive connection (reopened after a
+/// failure); a probe fails if it errs or takes longer than [`HEALTH_LIMIT`].
+pub struct HealthProbe {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<ProbeReport>>,
+}
+
+impl HealthProbe {
+    pub fn start(addr: SocketAddr) -> HealthProbe {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::spawn(move || {
+            let mut report = ProbeReport::default();
+            let mut conn: Option<Client> = None;
+            // Bounded: one probe a second for at most an hour.
+            for _ in 0..3600 {
+                if flag.load(Ordering::Acquire) {
+                    break;
+                }
+                let start = Instant::now();
+                let result = match conn.as_mut() {
+                    Some(c) => health_on(c),
+                    None => match Client::connect(addr, Duration::from_secs(5)) {
+                        Ok(c) => health_on(conn.insert(c)),
+                        Err(e) => Err(format!("connect: {e}")),
+                    },
+                };
+                match result {
+                    Ok(took) => {
+                        report.latencies.push(took);
+                        if took > HEALTH_LIMIT {
+                            report.failures.push(format!("answered after {took:.2?}"));
+                        }
+                    }
+                    Err(e) => {
+                        report
+                            .failures
+                            .push(format!("{e} after {:.2?}", start.elapsed()));
+                        conn = None;
+                    }
+                }
+                // Sleep out the second in small steps, to stop promptly.
+                for _ in 0..100 {
+                    if flag.load(Ordering::Acquire) || start.elapsed() >= Duration::from_secs(1) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            report
+        });
+        HealthProbe {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn stop(mut self) -> ProbeReport {
+        self.stop.store(true, Ordering::Release);
+        match self.handle.take().expect("stopped once").join() {
+            Ok(report) => report,
+            Err(_) => panic!("the health probe thread panicked"),
+        }
+    }
+}
+
+impl Drop for HealthProbe {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Keep-alive connections opened (and each checked with one `/health`) before
+/// an outage, left idle through it, then used to measure recovery.
+pub struct KeepAlivePool {
+    clients: Vec<Client>,
+}
+
+impl KeepAlivePool {
+    pub fn open(g: &HttpGuest, n: usize) -> KeepAlivePool {
+        let mut clients = Vec::new();
+        for i in 0..n {
+            let mut c = g.connect();
+            if let Err(e) = health_on(&mut c) {
+                g.fail(format_args!(
+                    "keep-alive connection {i}: /health before the outage: {e}"
+                ));
+            }
+            clients.push(c);
+        }
+        KeepAlivePool { clients }
+    }
+
+    /// Sends `GET /health` on connection `i` at `start + i * spacing`, all at
+    /// once in threads; for each, when its `200 ok` arrived (from `start`) or
+    /// why not. Each read waits at most `timeout`.
+    pub fn probe_from(
+        self,
+        start: Instant,
+        spacing: Duration,
+        timeout: Duration,
+    ) -> Vec<Result<Duration, String>> {
+        let handles: Vec<_> = self
+            .clients
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut c)| {
+                std::thread::spawn(move || {
+                    let at = start + spacing * i as u32;
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                    let _ = c.stream.set_read_timeout(Some(timeout));
+                    health_on(&mut c).map(|_| start.elapsed())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("probe thread panicked".into()))
+            })
+            .collect()
+    }
+}
+
+/// `GET /health` on a new connection (`Connection: close`, connect and reads
+/// bounded by [`HEALTH_LIMIT`]) every `spacing` from `start` until one answers
+/// `200 ok` or `limit` passes; when the first one answered (from `start`), and
+/// how many tries it took.
+pub fn poll_fresh_health(
+    addr: SocketAddr,
+    start: Instant,
+    spacing: Duration,
+    limit: Duration,
+) -> (Option<Duration>, u32) {
+    for tries in 1..=10_000u32 {
+        let attempt = Instant::now();
+        let ok = Client::connect(addr, HEALTH_LIMIT).is_ok_and(|mut c| {
+            c.send(b"GET /health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+                .is_ok()
+                && c.read_response(false)
+                    .is_ok_and(|r| r.status == 200 && r.body == b"ok\n")
+        });
+        if ok {
+            return (Some(start.elapsed()), tries);
+        }
+        if start.elapsed() >= limit {
+            return (None, tries);
+        }
+        std::thread::sleep(spacing.saturating_sub(attempt.elapsed()));
+    }
+    (None, 10_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_summaries() {
+        let clean = "Running 5s test @ http://127.0.0.1:1/\n  2 threads and 16 connections\n\
+            \x20 18275 requests in 5.10s, 1.2GB read\nRequests/sec:   3650.12\nTransfer/sec: 1MB\n";
+        let r = parse_wrk(clean, Duration::from_secs(5)).unwrap();
+        assert_eq!((r.requests, r.socket_errors, r.non_2xx), (18275, None, 0));
+        assert!((r.per_second - 3650.12).abs() < 1e-9);
+        let bad = "  10 requests in 1.00s, 1KB read\n  Socket errors: connect 0, read 0, write 0, timeout 5\n\
+            \x20 Non-2xx or 3xx responses: 3\nRequests/sec:   10.00\n";
+        let r = parse_wrk(bad, Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            r.socket_errors.as_deref(),
+            Some("connect 0, read 0, write 0, timeout 5")
+        );
+        assert_eq!(r.non_2xx, 3);
+        assert!(parse_wrk("unable to connect", Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn download_timeline() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let r = DownloadResult {
+            outcome: Outcome::Complete,
+            responses_ok: 1,
+            received: 300,
+            elapsed: Duration::from_millis(40),
+            reads: vec![(at(10), 100), (at(20), 200), (at(40), 300)],
+        };
+        assert_eq!(r.received_by(at(5)), 0);
+        assert_eq!(r.received_by(at(20)), 200);
+        assert_eq!(r.received_after(at(25)), 100);
+        assert_eq!(
+            r.first_read_after(at(25)),
+            Some((Duration::from_millis(15), 200))
+        );
+        assert_eq!(r.first_read_after(at(40)), None);
+    }
+}
