@@ -214,11 +214,12 @@ fn serve<const N: usize>(
     );
     let mut stats = Stats::new(VERSION);
     let mut last_tick = clock::ticks();
+    let fault_at_ms = clock::uptime_ms() + config.fault_delay_ms;
     watchdog::pet(WATCHDOG_S);
     lockup::arm(lockup_ticks);
     cpu::enable_interrupts();
     loop {
-        if let Some(fault) = fault.filter(|_| stats.loop_iterations == 1) {
+        if let Some(fault) = fault.filter(|_| clock::uptime_ms() >= fault_at_ms) {
             arch::fault_inject::inject(fault);
         }
         let now = clock::uptime_ms();

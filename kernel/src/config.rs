@@ -134,6 +134,9 @@ pub struct Config {
     /// How long the main loop may go without completing an iteration before the
     /// soft-lockup detector reports the stuck RIP and ends the guest.
     pub lockup_ms: u64,
+    /// Main-loop faults (`hang`, `livelock`) wait this long after the loop
+    /// starts, so tests can put the guest under load first.
+    pub fault_delay_ms: u64,
 }
 
 pub const DEFAULT_LOCKUP_MS: u64 = 5_000;
@@ -165,6 +168,7 @@ impl Default for Config {
             idle_timeout_ms: None,
             send_timeout_ms: None,
             lockup_ms: DEFAULT_LOCKUP_MS,
+            fault_delay_ms: 0,
         }
     }
 }
@@ -306,6 +310,10 @@ impl Config {
                         None => warn(bad),
                     }
                 }
+                "fault_delay_ms" => match value.parse() {
+                    Ok(ms) if ms <= MAX_TIMEOUT_MS => config.fault_delay_ms = ms,
+                    _ => warn(bad),
+                },
                 "lockup_ms" => match value.parse() {
                     Ok(ms) if (MIN_LOCKUP_MS..=MAX_TIMEOUT_MS).contains(&ms) => {
                         config.lockup_ms = ms
