@@ -119,13 +119,25 @@ pub struct HttpGuest {
 /// `net: ready` and `GET /health` answered 200 `ok`. Retries with another port
 /// if QEMU cannot set up the forwarding.
 pub fn boot_http(test: &str, transport: Transport, items: &[&str]) -> HttpGuest {
+    boot_http_with(test, transport, items, |_| {})
+}
+
+/// [`boot_http`], with `adjust` applied to the QEMU configuration (e.g. to add a
+/// QMP socket) before each boot attempt.
+pub fn boot_http_with(
+    test: &str,
+    transport: Transport,
+    items: &[&str],
+    adjust: impl Fn(&mut QemuConfig),
+) -> HttpGuest {
     for attempt in 1..=BOOT_ATTEMPTS {
         let port = free_port();
-        let cfg = QemuConfig {
+        let mut cfg = QemuConfig {
             host_port: Some(port),
             extra_args: transport.qemu_args(),
             ..config(items)
         };
+        adjust(&mut cfg);
         let start = Instant::now();
         let guest = match Guest::start(&crate::image().image, &cfg, crate::echo_from_env()) {
             Ok(guest) => guest,

@@ -27,18 +27,14 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use boot_image::{Guest, QemuConfig};
-
-use crate::http::{Client, HttpGuest, Transport, free_port, parse_response, site_file};
+use crate::http::{Client, HttpGuest, Transport, boot_http_with, parse_response, site_file};
+use crate::note;
 use crate::qmp::{Qmp, SocketFile, socket_path};
-use crate::{INIT_TIMEOUT, config, note};
 
 /// Size of `kernel/site/large.bin` (the "1 MiB download" of the issue: 1.5 MiB).
 pub const LARGE_LEN: usize = 1_572_864;
 /// How long `/health` may take after an outage ends, and a probe under load.
 pub const HEALTH_LIMIT: Duration = Duration::from_secs(2);
-/// Boot attempts when QEMU cannot bind the picked port.
-const BOOT_ATTEMPTS: usize = 5;
 
 /// `kernel/site/large.bin`, read once.
 pub fn large_bin() -> &'static [u8] {
@@ -60,65 +56,27 @@ pub struct QmpGuest {
 /// a free port, waits for `net: ready` and `/health`) with a QMP socket, and
 /// connects to it.
 pub fn boot_qmp(test: &str, items: &[&str]) -> QmpGuest {
-    for attempt in 1..=BOOT_ATTEMPTS {
-        let port = free_port();
-        let socket = SocketFile(socket_path(test));
+    let socket = SocketFile(socket_path(test));
+    let start = Instant::now();
+    let http = boot_http_with(test, Transport::Legacy, items, |cfg| {
         let _ = std::fs::remove_file(&socket.0);
-        let cfg = QemuConfig {
-            host_port: Some(port),
-            qmp_socket: Some(socket.0.clone()),
-            ..config(items)
-        };
-        let start = Instant::now();
-        let guest = match Guest::start(&crate::image().image, &cfg, crate::echo_from_env()) {
-            Ok(guest) => guest,
-            Err(e) if is_forwarding_error(&e) && attempt < BOOT_ATTEMPTS => {
-                note(test, format_args!("port {port} taken ({e}); retrying"));
-                continue;
-            }
-            Err(e) => panic!("[{test}] guest did not boot: {e}"),
-        };
-        if let Err(e) = guest.wait_for("net: ready", INIT_TIMEOUT) {
-            if is_forwarding_error(&guest.qemu_stderr()) && attempt < BOOT_ATTEMPTS {
-                note(test, format_args!("port {port} taken; retrying"));
-                continue;
-            }
-            panic!(
-                "[{test}] waiting for `net: ready`: {e}\n--- QEMU stderr ---\n{}",
-                guest.qemu_stderr()
-            );
-        }
-        let http = HttpGuest {
-            guest,
-            port,
-            test: test.to_string(),
-            transport: Transport::Legacy,
-        };
-        http.wait_healthy(Duration::from_secs(20));
-        let qmp = Qmp::connect(&socket.0, Duration::from_secs(10))
-            .unwrap_or_else(|e| http.fail(format_args!("QMP: {e}")));
-        note(
-            test,
-            format_args!(
-                "accel={:?} port={port} pid={} QEMU {} /health 200 after {:.2?} config={items:?}",
-                http.guest.accel(),
-                http.guest.pid(),
-                qmp.qemu_version,
-                start.elapsed()
-            ),
-        );
-        return QmpGuest {
-            http,
-            qmp,
-            _socket: socket,
-        };
+        cfg.qmp_socket = Some(socket.0.clone());
+    });
+    let qmp = Qmp::connect(&socket.0, Duration::from_secs(10))
+        .unwrap_or_else(|e| http.fail(format_args!("QMP: {e}")));
+    note(
+        test,
+        format_args!(
+            "QEMU {} with QMP, /health 200 after {:.2?}",
+            qmp.qemu_version,
+            start.elapsed()
+        ),
+    );
+    QmpGuest {
+        http,
+        qmp,
+        _socket: socket,
     }
-    unreachable!("the last boot attempt panics instead of retrying")
-}
-
-fn is_forwarding_error(text: &str) -> bool {
-    let text = text.to_ascii_lowercase();
-    text.contains("host forwarding") || text.contains("hostfwd") || text.contains("cannot forward")
 }
 
 /// Fails unless the guest accepted every config item: the only `config:`
