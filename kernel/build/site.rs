@@ -1,6 +1,9 @@
-//! Bakes a site directory into `$OUT_DIR/site.rs`, which `app::assets` includes.
+//! Bakes a site directory into `$OUT_DIR/site.rs`, which `app::assets` includes,
+//! and the server's built-in pages (`kernel/builtin/`) the same way into
+//! `$OUT_DIR/builtin.rs`.
 //!
-//! The directory is `$UNIKERNEL_SITE_DIR` (relative to `kernel/`) or `kernel/site/`.
+//! The site directory is `$UNIKERNEL_SITE_DIR` (relative to `kernel/`) or
+//! `kernel/site/`; the built-in pages do not depend on it.
 //! Every regular file becomes one asset served under its relative path; a file
 //! `X/index.html` is also served as `X/` (so `/` is `/index.html`). Dot-files are
 //! skipped with a warning. Each body is copied into `$OUT_DIR/site/`, beside its gzip
@@ -17,6 +20,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 const SITE_ENV: &str = "UNIKERNEL_SITE_DIR";
+/// The server's own pages, served on fixed routes whatever the site.
+const BUILTIN_DIR: &str = "builtin";
 /// Directory nesting below which we stop (a symlink loop would recurse forever).
 const MAX_DEPTH: usize = 16;
 
@@ -39,8 +44,14 @@ pub fn bake() {
             dir.display()
         );
     }
+    bake_dir(&dir, &out, "site");
+    bake_dir(&manifest.join(BUILTIN_DIR), &out, "builtin");
+}
+
+/// Bakes `dir` into `$OUT_DIR/<name>.rs` (bodies under `$OUT_DIR/<name>/`).
+fn bake_dir(dir: &Path, out: &Path, name: &str) {
     let mut files = Vec::new();
-    collect(&dir, "", 0, &mut files);
+    collect(dir, "", 0, &mut files);
     files.sort_by(|a, b| a.url.cmp(&b.url));
     if files.is_empty() {
         println!(
@@ -49,10 +60,10 @@ pub fn bake() {
         );
     }
 
-    let store = out.join("site");
+    let store = out.join(name);
     // Start from an empty directory so files of a previous site cannot linger.
     let _ = fs::remove_dir_all(&store);
-    fs::create_dir_all(&store).expect("create $OUT_DIR/site");
+    fs::create_dir_all(&store).unwrap_or_else(|e| panic!("create {}: {e}", store.display()));
 
     let mut statics = String::new();
     // (path served, index into `files`), sorted by path at the end.
@@ -105,7 +116,7 @@ pub fn bake() {
     writeln!(
         code,
         "/// The directory the table was baked from (absolute).\npub const BAKED_FROM: &str = {:?};\n",
-        path_str(&dir)
+        path_str(dir)
     )
     .expect("format");
     code.push_str(&statics);
@@ -125,7 +136,7 @@ pub fn bake() {
         .expect("format");
     }
     code.push_str("];\n");
-    write(&out.join("site.rs"), code.as_bytes());
+    write(&out.join(format!("{name}.rs")), code.as_bytes());
 }
 
 /// Appends every regular file under `dir` to `files`, with its URL path.

@@ -1,5 +1,7 @@
 //! The site baked in at build time: `build.rs` writes `$OUT_DIR/site.rs` (see
 //! `build/site.rs`), which defines [`ASSETS`], sorted by path, and [`BAKED_FROM`].
+//! The server's own pages (`kernel/builtin/`, e.g. the status page) are baked
+//! the same way into [`BUILTIN`], whatever site is baked.
 
 /// One servable file. Bodies live in the kernel image and are never copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +25,14 @@ mod baked {
     include!(concat!(env!("OUT_DIR"), "/site.rs"));
 }
 
+mod builtin {
+    use super::Asset;
+    include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
+}
+
 pub use baked::{ASSETS, BAKED_FROM};
+/// The server's own pages, from `kernel/builtin/`, sorted by path.
+pub use builtin::{ASSETS as BUILTIN, BAKED_FROM as BUILTIN_FROM};
 
 /// Binary search of a table sorted by path.
 pub fn lookup_in(table: &'static [Asset], path: &str) -> Option<&'static Asset> {
@@ -51,11 +60,16 @@ mod tests {
     #[test]
     fn table_is_sorted_and_unique() {
         assert!(ASSETS.windows(2).all(|w| w[0].path < w[1].path));
+        assert!(BUILTIN.windows(2).all(|w| w[0].path < w[1].path));
     }
 
     #[test]
     fn every_asset_is_consistent() {
-        for a in ASSETS {
+        let tables = [(ASSETS, BAKED_FROM), (BUILTIN, BUILTIN_FROM)];
+        for (a, baked_from) in tables
+            .iter()
+            .flat_map(|(t, from)| t.iter().map(move |a| (a, from)))
+        {
             // A directory path `X/` serves `X/index.html`.
             let file = if a.path.ends_with('/') {
                 format!("{}index.html", a.path)
@@ -83,7 +97,7 @@ mod tests {
                     a.path
                 );
             }
-            let on_disk = std::fs::read(format!("{BAKED_FROM}{file}")).unwrap();
+            let on_disk = std::fs::read(format!("{baked_from}{file}")).unwrap();
             assert!(on_disk == a.body, "{} differs from the file", a.path);
         }
     }
@@ -118,6 +132,36 @@ mod tests {
         }
     }
 
+    /// The status page is self-contained and small: no external script, style,
+    /// font or image (every `href`/`src` is a `data:` URL), only same-origin
+    /// fetches of the JSON endpoints.
+    #[test]
+    fn status_page_is_self_contained_and_small() {
+        let page = lookup_in(BUILTIN, "/status.html").expect("builtin /status.html");
+        assert!(page.body.len() < 16 * 1024, "{} bytes", page.body.len());
+        assert!(page.gzip.is_some());
+        let html = core::str::from_utf8(page.body).unwrap();
+        for banned in [
+            "http:", "https:", "@import", "url(", "<iframe", "<object", "<embed", "<img",
+        ] {
+            assert!(!html.contains(banned), "status page has {banned:?}");
+        }
+        for attr in ["href=", "src="] {
+            for (i, _) in html.match_indices(attr) {
+                let value = &html[i + attr.len()..];
+                assert!(value.starts_with("\"data:"), "external {attr} at byte {i}");
+            }
+        }
+        for needed in [
+            "/api/stats.json",
+            "/api/requests.json",
+            "createElement(\"canvas\")",
+            "onerror",
+        ] {
+            assert!(html.contains(needed), "status page lacks {needed:?}");
+        }
+    }
+
     #[test]
     fn index_links_everything() {
         if !default_site() {
@@ -129,6 +173,9 @@ mod tests {
             "/logo.svg",
             "/health",
             "/api/stats.json",
+            "/api/requests.json",
+            "/metrics",
+            "/status",
             "/large.bin",
         ] {
             assert!(

@@ -1,13 +1,17 @@
 //! The application: what the server serves.
 //!
 //! - [`assets`]: the site baked in at build time (`build.rs` turns the site
-//!   directory into a sorted table of path, body, gzip variant, content type, ETag);
-//!   [`asset_meta`] holds the rules `build.rs` and the kernel share.
+//!   directory into a sorted table of path, body, gzip variant, content type, ETag),
+//!   and the built-in pages (`kernel/builtin/`, baked the same way whatever the
+//!   site); [`asset_meta`] holds the rules `build.rs` and the kernel share.
 //! - [`site`]: serves that table: `GET`/`HEAD`, `If-None-Match` → 304, gzip
 //!   negotiation, 404.
-//! - [`routes`]: `/health` and `/api/stats.json` before the site; counts every
-//!   response into [`stats`].
-//! - [`stats`]: the counters behind `/api/stats.json`.
+//! - [`routes`]: `/health`, `/api/stats.json`, `/metrics`,
+//!   `/api/requests.json` and `/status` before the site; counts every response
+//!   into [`stats`] and records it in [`requests`].
+//! - [`stats`]: the counters behind `/api/stats.json` and `/metrics` (one list
+//!   declares both).
+//! - [`requests`]: the fixed ring of recent requests behind `/api/requests.json`.
 //!
 //! The request/response interface is the one `http` defines, re-exported here:
 //! `app` sits above `http` and implements its [`Handler`].
@@ -15,12 +19,14 @@
 
 pub mod asset_meta;
 pub mod assets;
+pub mod requests;
 pub mod routes;
 pub mod site;
 pub mod stats;
 
-pub use crate::http::{Body, Handler, Method, Request, Response};
+pub use crate::http::{Body, Exchange, Handler, Method, Request, Response};
 pub use assets::Asset;
+pub use requests::RequestLog;
 pub use routes::Routes;
 pub use site::Site;
 pub use stats::Stats;

@@ -1,23 +1,44 @@
-//! The server's routes: `/health` and `/api/stats.json` first, then the site.
-//! Query strings never reach routing (the `http` layer strips them).
+//! The server's routes: the built-in endpoints first, then the site. Query
+//! strings never reach routing (the `http` layer strips them).
+//!
+//! | path                 | answer                                              |
+//! |----------------------|-----------------------------------------------------|
+//! | `/health`            | `ok` or 503 `unhealthy: <reason>`                   |
+//! | `/api/stats.json`    | every counter of [`Stats`], JSON                    |
+//! | `/metrics`           | the same counters, Prometheus text format 0.0.4     |
+//! | `/api/requests.json` | the [`RequestLog`] ring of recent requests, JSON    |
+//! | `/status`            | the built-in status page (`kernel/builtin/status.html`) |
+//!
+//! Each response is counted into [`Stats`] and recorded in the [`RequestLog`].
 
+use super::assets;
+use super::requests::RequestLog;
 use super::site::Site;
 use super::stats::Stats;
 use crate::http::response::status;
-use crate::http::{Body, Handler, Request, Response};
+use crate::http::{Body, ConnEvent, Exchange, Handler, Millis, Request, Response};
 use alloc::string::String;
 use alloc::vec::Vec;
 
 pub const HEALTH_PATH: &str = "/health";
 pub const STATS_PATH: &str = "/api/stats.json";
+pub const REQUESTS_PATH: &str = "/api/requests.json";
+pub const METRICS_PATH: &str = "/metrics";
+pub const STATUS_PATH: &str = "/status";
+/// The built-in asset `/status` serves.
+pub const STATUS_ASSET: &str = "/status.html";
 /// `Cache-Control` of the dynamic endpoints.
 pub const NO_STORE: &str = "no-store";
+/// What Prometheus expects of the text exposition format.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The handler the network layer gives each connection: borrowed per pass.
 pub struct Routes<'a> {
     pub site: Site,
     /// Every response is counted here; `/api/stats.json` prints it.
     pub stats: &'a mut Stats,
+    /// Every response is recorded here; `/api/requests.json` prints it.
+    pub requests: &'a mut RequestLog,
     /// `Err(reason)` makes `/health` answer 503 `unhealthy: <reason>`. The main
     /// loop decides it (e.g. a device reset in progress).
     pub health: Result<(), &'a str>,
@@ -30,21 +51,63 @@ impl Handler for Routes<'_> {
             STATS_PATH => {
                 let mut json = String::new();
                 self.stats.write_json(&mut json);
-                let mut r = Response::new(
-                    status::OK,
-                    Some("application/json"),
-                    Body::Owned(json.into_bytes()),
-                );
-                r.cache_control = Some(NO_STORE);
-                r
+                dynamic("application/json", json)
             }
+            METRICS_PATH => {
+                let mut text = String::new();
+                self.stats.write_prometheus(&mut text);
+                dynamic(METRICS_CONTENT_TYPE, text)
+            }
+            REQUESTS_PATH => {
+                let mut json = String::new();
+                self.requests.write_json(&mut json, self.stats.uptime_ms);
+                dynamic("application/json", json)
+            }
+            STATUS_PATH => Site::new(assets::BUILTIN).respond(&Request {
+                path: STATUS_ASSET,
+                ..*req
+            }),
             _ => self.site.respond(req),
         }
     }
 
-    fn on_response(&mut self, status: u16, body_bytes: u64) {
-        self.stats.record_response(status, body_bytes);
+    fn on_response(&mut self, exchange: &Exchange<'_>) {
+        self.stats.record(exchange);
+        self.requests.record(exchange);
     }
+
+    fn on_sent(&mut self, conn: u64, now: Millis) {
+        self.requests.sent(conn, now);
+    }
+}
+
+impl Routes<'_> {
+    /// One event from `Conn::take_event`, with the connection's
+    /// `current_exchange` (the 408 a request timeout queued, which `on_response`
+    /// never saw).
+    pub fn on_event(&mut self, event: ConnEvent, current: Option<&Exchange<'_>>) {
+        self.stats.record_event(event);
+        if let (ConnEvent::RequestTimeout, Some(e)) = (event, current) {
+            self.requests.record(e);
+        }
+    }
+
+    /// Connection `conn` ended (its socket closed or was reset): a response of
+    /// it still in flight was dropped.
+    pub fn on_closed(&mut self, conn: u64, now: Millis) {
+        self.requests.dropped(conn, now);
+    }
+}
+
+/// A generated body, never cached.
+fn dynamic(content_type: &'static str, body: String) -> Response {
+    let mut r = Response::new(
+        status::OK,
+        Some(content_type),
+        Body::Owned(body.into_bytes()),
+    );
+    r.cache_control = Some(NO_STORE);
+    r
 }
 
 /// `ok\n` (200) or `unhealthy: <reason>\n` (503), plain text, never cached.
@@ -67,6 +130,7 @@ pub fn health(state: Result<(), &str>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::requests::{self, State};
     use crate::http::Method;
     use crate::http::test_support::parse_responses;
     use crate::http::{Action, Conn};
@@ -80,14 +144,31 @@ mod tests {
         }
     }
 
+    fn routes<'a>(stats: &'a mut Stats, requests: &'a mut RequestLog) -> Routes<'a> {
+        Routes {
+            site: Site::baked(),
+            stats,
+            requests,
+            health: Ok(()),
+        }
+    }
+
+    fn exchange(status: u16, body_bytes: u64, conn: u64) -> Exchange<'static> {
+        Exchange {
+            status,
+            body_bytes,
+            method: "GET",
+            path: "/x",
+            conn,
+            received: 100,
+            now: 105,
+        }
+    }
+
     #[test]
     fn health_ok_and_unhealthy() {
-        let mut stats = Stats::new("t");
-        let mut routes = Routes {
-            site: Site::baked(),
-            stats: &mut stats,
-            health: Ok(()),
-        };
+        let (mut stats, mut log) = (Stats::new("t"), RequestLog::new());
+        let mut routes = routes(&mut stats, &mut log);
         let r = routes.handle(&get("/health"));
         assert_eq!((r.status, r.body.as_slice()), (200, &b"ok\n"[..]));
         assert_eq!(r.cache_control, Some("no-store"));
@@ -102,37 +183,137 @@ mod tests {
 
     #[test]
     fn stats_json_and_counting() {
-        let mut stats = Stats::new("t");
+        let (mut stats, mut log) = (Stats::new("t"), RequestLog::new());
         stats.frames_in = 7;
-        let mut routes = Routes {
-            site: Site::baked(),
-            stats: &mut stats,
-            health: Ok(()),
-        };
+        let mut routes = routes(&mut stats, &mut log);
         let r = routes.handle(&get("/api/stats.json"));
         assert_eq!(r.status, 200);
         assert_eq!(r.content_type, Some("application/json"));
         assert_eq!(r.cache_control, Some("no-store"));
         let v: serde_json::Value = serde_json::from_slice(r.body.as_slice()).unwrap();
         assert_eq!(v["frames_in"], 7);
-        routes.on_response(200, 10);
-        routes.on_response(404, 3);
+        routes.on_response(&exchange(200, 10, 1));
+        routes.on_response(&exchange(404, 3, 2));
+        routes.on_sent(1, 120);
         assert_eq!(
             (stats.requests_total, stats.status_2xx, stats.status_4xx),
             (2, 1, 1)
         );
+        let states: Vec<_> = log.newest_first().map(|e| (e.status, e.state)).collect();
+        assert_eq!(states, [(404, State::Sending), (200, State::Sent(120))]);
+    }
+
+    #[test]
+    fn metrics_endpoint() {
+        let (mut stats, mut log) = (Stats::new("t"), RequestLog::new());
+        stats.status_2xx = 5;
+        stats.uptime_ms = 1500;
+        let mut routes = routes(&mut stats, &mut log);
+        let r = routes.handle(&get("/metrics"));
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.content_type,
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        assert_eq!(r.cache_control, Some("no-store"));
+        let text = core::str::from_utf8(r.body.as_slice()).unwrap();
+        assert!(text.contains("\nunikernel_http_responses_total{class=\"2xx\"} 5\n"));
+        assert!(text.contains("\nunikernel_uptime_seconds 1.500\n"));
+        assert!(text.ends_with("unikernel_build_info{version=\"t\"} 1\n"));
+    }
+
+    #[test]
+    fn requests_endpoint_and_events() {
+        let (mut stats, mut log) = (Stats::new("t"), RequestLog::new());
+        stats.uptime_ms = 999;
+        let mut routes = routes(&mut stats, &mut log);
+        routes.on_response(&exchange(200, 10, 1));
+        routes.on_sent(1, 107);
+        routes.on_response(&exchange(200, 10, 2));
+        routes.on_closed(2, 130);
+        // A request timeout: counted, and its 408 recorded.
+        let timed_out = Exchange {
+            status: 408,
+            method: "",
+            path: "/slo",
+            ..exchange(408, 20, 3)
+        };
+        routes.on_event(ConnEvent::RequestTimeout, Some(&timed_out));
+        routes.on_event(ConnEvent::IdleTimeout, None);
+        let r = routes.handle(&get("/api/requests.json"));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.content_type, Some("application/json"));
+        assert_eq!(r.cache_control, Some("no-store"));
+        let v: serde_json::Value = serde_json::from_slice(r.body.as_slice()).unwrap();
+        assert_eq!(v["capacity"], requests::CAPACITY);
+        assert_eq!(
+            (v["total"].as_u64(), v["uptime_ms"].as_u64()),
+            (Some(3), Some(999))
+        );
+        let rows = v["requests"].as_array().unwrap();
+        let summary: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r["status"].as_u64().unwrap(),
+                    r["state"].as_str().unwrap(),
+                    r["duration_ms"].as_u64(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (408, "sending", None),
+                (200, "dropped", Some(30)),
+                (200, "sent", Some(7))
+            ]
+        );
+        assert_eq!(rows[0]["path"], "/slo");
+        assert_eq!((stats.requests_total, stats.status_4xx), (3, 1));
+        assert_eq!((stats.timeouts_request, stats.timeouts_idle), (1, 1));
+    }
+
+    #[test]
+    fn status_page_is_built_in() {
+        let (mut stats, mut log) = (Stats::new("t"), RequestLog::new());
+        let mut routes = routes(&mut stats, &mut log);
+        let r = routes.handle(&get("/status"));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.content_type, Some("text/html; charset=utf-8"));
+        assert!(r.etag.is_some());
+        let body = core::str::from_utf8(r.body.as_slice()).unwrap();
+        assert!(body.contains("createElement(\"canvas\")"));
+        // Revalidation and gzip work as for any asset.
+        let etag = r.etag.unwrap();
+        let r = routes.handle(&Request {
+            if_none_match: Some(etag),
+            ..get("/status")
+        });
+        assert_eq!(r.status, 304);
+        let r = routes.handle(&Request {
+            accept_gzip: true,
+            ..get("/status")
+        });
+        assert!(r.content_encoding_gzip);
+        // Only `/status`: the built-in table is not a second site.
+        assert_eq!(routes.handle(&get("/status.html")).status, {
+            if routes.site.lookup("/status.html").is_some() {
+                200
+            } else {
+                404
+            }
+        });
     }
 
     #[test]
     fn site_after_the_endpoints() {
-        let mut stats = Stats::new("t");
-        let mut routes = Routes {
-            site: Site::baked(),
-            stats: &mut stats,
-            health: Ok(()),
-        };
+        let (mut stats, mut log) = (Stats::new("t"), RequestLog::new());
+        let mut routes = routes(&mut stats, &mut log);
         assert_eq!(routes.handle(&get("/no-such-file")).status, 404);
         assert_eq!(routes.handle(&get("/health/")).status, 404);
+        assert_eq!(routes.handle(&get("/status/")).status, 404);
+        assert_eq!(routes.handle(&get("/metrics/")).status, 404);
         if option_env!("UNIKERNEL_SITE_DIR").is_none() {
             assert_eq!(routes.handle(&get("/")).status, 200);
         }
@@ -144,9 +325,9 @@ mod tests {
         if option_env!("UNIKERNEL_SITE_DIR").is_some() {
             return; // written for the default site
         }
-        let mut stats = Stats::new("t");
+        let (mut stats, mut log) = (Stats::new("t"), RequestLog::new());
         let mut conn = Conn::new();
-        conn.open(0);
+        conn.open_with_id(0, 42);
         let input = "GET /health?probe=1 HTTP/1.1\r\nHost: h\r\n\r\n\
                      HEAD /api/stats.json HTTP/1.1\r\nHost: h\r\n\r\n\
                      GET /large.bin HTTP/1.1\r\nHost: h\r\n\r\n\
@@ -155,15 +336,11 @@ mod tests {
         let mut wire = Vec::new();
         let mut rest = input.as_bytes();
         let mut out = alloc::vec![0u8; 1400];
-        for _ in 0..100_000 {
-            let mut routes = Routes {
-                site: Site::baked(),
-                stats: &mut stats,
-                health: Ok(()),
-            };
-            let took = conn.receive(rest, 0, &mut routes);
+        for step in 0..100_000u64 {
+            let mut routes = routes(&mut stats, &mut log);
+            let took = conn.receive(rest, step, &mut routes);
             rest = &rest[took..];
-            let n = conn.transmit(&mut out, 0);
+            let n = conn.transmit(&mut out, step, &mut routes);
             wire.extend_from_slice(&out[..n]);
             if took == 0 && n == 0 {
                 break;
@@ -188,5 +365,24 @@ mod tests {
             Some("application/octet-stream")
         );
         assert_eq!(w[3].header("content-encoding"), None);
+        // Every request is in the ring, oldest last, each sent, the large ones
+        // over many passes (one step of the clock per pass).
+        let rows: Vec<_> = log
+            .newest_first()
+            .map(|e| (e.method, e.path(), e.status, e.conn, e.state.as_str()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("GET", "/missing", 404, 42, "sent"),
+                ("GET", "/large.bin", 200, 42, "sent"),
+                ("GET", "/large.bin", 200, 42, "sent"),
+                ("HEAD", "/api/stats.json", 200, 42, "sent"),
+                ("GET", "/health", 200, 42, "sent"),
+            ]
+        );
+        let large_entry = log.newest_first().nth(1).unwrap();
+        assert_eq!(large_entry.body_bytes, large.len() as u64);
+        assert!(large_entry.duration_ms().unwrap() as usize >= large.len() / 1400 - 1);
     }
 }

@@ -9,7 +9,7 @@
 
 use super::assets::{self, Asset};
 use crate::http::response::{self, status};
-use crate::http::{Body, Handler, Request, Response};
+use crate::http::{Body, Exchange, Handler, Request, Response};
 
 /// `Cache-Control` of every asset.
 pub const ASSET_CACHE_CONTROL: &str = "no-cache";
@@ -79,7 +79,7 @@ impl Handler for Site {
         self.respond(req)
     }
 
-    fn on_response(&mut self, _status: u16, _body_bytes: u64) {}
+    fn on_response(&mut self, _exchange: &Exchange<'_>) {}
 }
 
 /// `If-None-Match` against `etag` (RFC 9110 §13.1.2): `*` matches any current

@@ -20,10 +20,10 @@
 //! more than `max_head` bytes in all.
 //!
 //! How the network layer drives it, per socket and per pass:
-//! 1. on accept, [`Conn::open`];
+//! 1. on accept, [`Conn::open_with_id`];
 //! 2. repeat until neither makes progress (bounded by a per-pass budget):
 //!    `socket.recv(|b| conn.receive(b, now, app))` if the socket has data, and
-//!    `socket.send(|b| conn.transmit(b, now))` if `conn.has_pending_output()`;
+//!    `socket.send(|b| conn.transmit(b, now, app))` if `conn.has_pending_output()`;
 //! 3. once the socket will deliver no more data (`!socket.may_recv()`, i.e. the peer
 //!    sent FIN and every byte before it was taken), [`Conn::peer_closed`];
 //! 4. [`Conn::poll`]: `Keep`, `Close` (call `socket.close()`: FIN after the queued
@@ -31,6 +31,10 @@
 //!    into the stats, and sleep no later than [`Conn::next_deadline`]. A header
 //!    timeout makes `poll` queue a 408: if `has_pending_output()` turned true, run
 //!    the `transmit` step again before sleeping.
+//!
+//! The handler hears of each response twice: [`Handler::on_response`] when it
+//! starts (with the request's method, path, connection id and arrival time) and
+//! [`Handler::on_sent`] when its last byte went into the socket.
 //!
 //! Once the socket is back to listening the `Conn` may be left as it is; the next
 //! accept calls `open` again. `poll` keeps answering `Close` until the socket is
@@ -40,7 +44,7 @@
 use super::limits::{Limits, RESPONSE_HEAD_CAP};
 use super::parse::{self, LineScan, Outcome, Parsed, Reject};
 use super::response::{self, Connection, status};
-use super::{Body, Handler, Millis, Response};
+use super::{Body, Exchange, Handler, Method, Millis, Response};
 use alloc::boxed::Box;
 use alloc::vec;
 
@@ -151,8 +155,16 @@ pub struct Conn {
     /// Close once the current response is sent.
     close_after: bool,
     /// `on_response` still owed for a response that waits for a request body.
-    unreported: Option<(u16, u64)>,
+    unreported: bool,
     events: [u32; EVENTS.len()],
+    /// Given by `open_with_id`; reported with every response.
+    id: u64,
+    /// The response being prepared or sent, for [`Exchange`]: its status, and
+    /// its request's method, path (`path[..path_len]`) and first-byte time.
+    status: u16,
+    method: &'static str,
+    path_len: usize,
+    received: Millis,
 }
 
 impl Default for Conn {
@@ -186,8 +198,13 @@ impl Conn {
             body_sent: 0,
             head_request: false,
             close_after: false,
-            unreported: None,
+            unreported: false,
             events: [0; EVENTS.len()],
+            id: 0,
+            status: 0,
+            method: "",
+            path_len: 0,
+            received: 0,
         }
     }
 
@@ -195,15 +212,62 @@ impl Conn {
         &self.limits
     }
 
-    /// A new connection was accepted on this socket. Pending events are kept.
+    /// A new connection was accepted on this socket: [`Conn::open_with_id`] with
+    /// id 0.
     pub fn open(&mut self, now: Millis) {
+        self.open_with_id(now, 0);
+    }
+
+    /// A new connection was accepted on this socket; `id` names it in every
+    /// [`Exchange`] and [`Handler::on_sent`]. Pending events are kept.
+    pub fn open_with_id(&mut self, now: Millis, id: u64) {
+        self.id = id;
         self.clear_response();
         self.phase = Phase::Idle;
         self.since = now;
         self.input_len = 0;
         self.scan = LineScan::new();
         self.close_after = false;
-        self.unreported = None;
+        self.unreported = false;
+    }
+
+    /// The id given to the latest [`Conn::open_with_id`].
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The response being sent (after `poll` queued a 408, the timed-out
+    /// request's), or `None` when no response is pending.
+    pub fn current_exchange(&self, now: Millis) -> Option<Exchange<'_>> {
+        (self.phase == Phase::Respond).then(|| self.exchange(now))
+    }
+
+    fn exchange(&self, now: Millis) -> Exchange<'_> {
+        let path = self.path.get(..self.path_len).unwrap_or_default();
+        Exchange {
+            status: self.status,
+            body_bytes: self.body_len as u64,
+            method: self.method,
+            // Both producers (`parse_head`'s decoded path, `note_rejected_line`'s
+            // visible ASCII) write UTF-8.
+            path: core::str::from_utf8(path).unwrap_or_default(),
+            conn: self.id,
+            received: self.received,
+            now,
+        }
+    }
+
+    /// For a request rejected before it was parsed: keep what its request line
+    /// says (known method, visible-ASCII target) for its [`Exchange`].
+    fn note_rejected_line(&mut self) {
+        let buffered = self.input.get(..self.input_len).unwrap_or_default();
+        let (method, target) = parse::request_line_parts(buffered);
+        let n = target.len().min(self.path.len());
+        if let (Some(dst), Some(src)) = (self.path.get_mut(..n), target.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.method = method;
+        self.path_len = n;
     }
 
     /// Takes bytes the peer sent and returns how many were taken; the rest must
@@ -231,8 +295,8 @@ impl Conn {
                     }
                     self.phase = Phase::Respond;
                     self.since = now;
-                    if let Some((status, bytes)) = self.unreported.take() {
-                        app.on_response(status, bytes);
+                    if core::mem::take(&mut self.unreported) {
+                        app.on_response(&self.exchange(now));
                     }
                 }
                 Phase::Idle | Phase::Head => {
@@ -268,6 +332,7 @@ impl Conn {
         let buffered = self.input.get(..end).unwrap_or_default();
         let line_was_done = self.scan.is_done();
         if let Err(reject) = self.scan.advance(buffered, &self.limits) {
+            self.note_rejected_line();
             self.start_error(reject, now, Some(app));
             return n;
         }
@@ -276,6 +341,7 @@ impl Conn {
             match parse::parse_head(buffered, &mut self.path, &self.limits) {
                 Outcome::Partial => {}
                 Outcome::Reject(reject) => {
+                    self.note_rejected_line();
                     self.start_error(reject, now, Some(app));
                     return n;
                 }
@@ -285,6 +351,11 @@ impl Conn {
                     let used = parsed.head_len.saturating_sub(start).min(n);
                     let plan = Plan::for_request(&parsed);
                     let response = app.handle(&parsed.request);
+                    self.method = match parsed.request.method {
+                        Method::Get => "GET",
+                        Method::Head => "HEAD",
+                    };
+                    self.path_len = parsed.request.path.len();
                     self.start_response(response, plan, now, Some(app));
                     return used;
                 }
@@ -295,6 +366,7 @@ impl Conn {
                 status: status::HEADERS_TOO_LARGE,
                 head: self.scan.head_method(),
             };
+            self.note_rejected_line();
             self.start_error(reject, now, Some(app));
         }
         n
@@ -327,6 +399,8 @@ impl Conn {
         } else {
             Connection::Default
         };
+        // The request clock started at its first byte (Head, Body phases).
+        self.received = self.since;
         self.clear_response();
         self.input_len = 0;
         self.scan = LineScan::new();
@@ -352,25 +426,26 @@ impl Conn {
                 status::INTERNAL_ERROR
             }
         };
-        let report = (status, self.body_len as u64);
+        self.status = status;
         if plan.discard > 0 && !self.close_after {
             // The request clock (`since`) keeps running until the body is in.
             self.phase = Phase::Body {
                 remaining: plan.discard,
             };
-            self.unreported = Some(report);
+            self.unreported = true;
         } else {
             self.phase = Phase::Respond;
             self.since = now;
             if let Some(app) = app {
-                app.on_response(report.0, report.1);
+                app.on_response(&self.exchange(now));
             }
         }
     }
 
     /// Copies pending response bytes into `out` (the socket's free send space) and
-    /// returns how many; 0 when nothing is pending.
-    pub fn transmit(&mut self, out: &mut [u8], now: Millis) -> usize {
+    /// returns how many; 0 when nothing is pending. Tells `app` when the last
+    /// byte of a response went out ([`Handler::on_sent`]).
+    pub fn transmit(&mut self, out: &mut [u8], now: Millis, app: &mut dyn Handler) -> usize {
         if self.phase != Phase::Respond {
             return 0;
         }
@@ -392,6 +467,7 @@ impl Conn {
             self.since = now;
         }
         if self.head_sent >= self.head_len && self.body_sent >= self.body_len {
+            app.on_sent(self.id, now);
             self.clear_response();
             if self.close_after {
                 self.close(now);
@@ -434,7 +510,10 @@ impl Conn {
                     status: status::REQUEST_TIMEOUT,
                     head,
                 };
-                self.unreported = None;
+                self.unreported = false;
+                if self.phase == Phase::Head {
+                    self.note_rejected_line();
+                }
                 self.start_error(reject, now, None);
                 Action::Keep
             }

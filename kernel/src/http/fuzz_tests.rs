@@ -177,7 +177,7 @@ fn run(rng: &mut Rng, input: &[u8], limits: Limits) -> (Vec<u8>, TestApp, Action
         assert!(took <= socket.len());
         socket.drain(..took);
         let mut out = alloc::vec![0u8; *rng.pick(&[0, 1, 7, 100, 1460, 65536])];
-        let sent = conn.transmit(&mut out, now);
+        let sent = conn.transmit(&mut out, now, &mut app);
         assert!(sent <= out.len());
         wire.extend_from_slice(&out[..sent]);
         // Mostly no time passes; sometimes past a deadline.
@@ -206,7 +206,7 @@ fn run(rng: &mut Rng, input: &[u8], limits: Limits) -> (Vec<u8>, TestApp, Action
     if action == Action::Close || action == Action::Keep {
         let mut out = alloc::vec![0u8; 4096];
         for _ in 0..100_000 {
-            let n = conn.transmit(&mut out, now);
+            let n = conn.transmit(&mut out, now, &mut app);
             if n == 0 {
                 break;
             }
@@ -217,8 +217,22 @@ fn run(rng: &mut Rng, input: &[u8], limits: Limits) -> (Vec<u8>, TestApp, Action
 }
 
 /// Every response is well formed and framed; after `Connection: close` nothing
-/// follows; only an aborted connection may end inside a response.
+/// follows; only an aborted connection may end inside a response; the handler
+/// heard `on_sent` once for each complete response, after its `on_response`.
 fn check(wire: &[u8], app: &TestApp, action: Action) {
+    let complete = check_framing(wire, app, action);
+    assert_eq!(app.sent.len(), complete, "on_sent count");
+    for (i, &(conn, _, reported)) in app.sent.iter().enumerate() {
+        assert_eq!(conn, 0);
+        // The i-th sent response was reported (the 408 of a header timeout is
+        // not: it is always the last one, after the i reported before it).
+        assert!(reported == i + 1 || (reported == i && i + 1 == complete));
+    }
+    assert!(app.exchanges.iter().all(|e| e.2 == 0 && e.1.len() <= 2048));
+}
+
+/// [`check`]'s framing part; returns how many responses are complete.
+fn check_framing(wire: &[u8], app: &TestApp, action: Action) -> usize {
     let mut rest = wire;
     let mut index = 0;
     while !rest.is_empty() {
@@ -226,7 +240,7 @@ fn check(wire: &[u8], app: &TestApp, action: Action) {
         let mut resp = httparse::Response::new(&mut headers);
         let head_len = match resp.parse(rest) {
             Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if action == Action::Abort => return,
+            Ok(httparse::Status::Partial) if action == Action::Abort => return index,
             other => panic!(
                 "malformed response {other:?} in {:?}",
                 alloc::string::String::from_utf8_lossy(wire)
@@ -265,7 +279,7 @@ fn check(wire: &[u8], app: &TestApp, action: Action) {
         };
         if rest.len() < head_len + body {
             assert_eq!(action, Action::Abort, "truncated response without abort");
-            return;
+            return index;
         }
         rest = &rest[head_len + body..];
         index += 1;
@@ -277,6 +291,7 @@ fn check(wire: &[u8], app: &TestApp, action: Action) {
             );
         }
     }
+    index
 }
 
 #[test]

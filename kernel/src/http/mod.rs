@@ -120,13 +120,41 @@ impl Response {
     }
 }
 
+/// One response as the connection reports it to [`Handler::on_response`]: what
+/// was asked, by which connection, when, and what is being answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exchange<'a> {
+    pub status: u16,
+    /// Body bytes the response will send (0 for `HEAD` and bodiless statuses).
+    pub body_bytes: u64,
+    /// `GET` or `HEAD` for a served request; for a rejected one the known method
+    /// its request line names (`POST`, ...), or `""`.
+    pub method: &'static str,
+    /// The decoded path of a served request (without the query). For a rejected
+    /// one, the raw request target up to its first byte that is not visible
+    /// ASCII (possibly cut short or empty): it was never validated.
+    pub path: &'a str,
+    /// The connection's id, as given to [`Conn::open_with_id`].
+    pub conn: u64,
+    /// When the connection took the request's first byte.
+    pub received: Millis,
+    /// When the response starts: `now` of the call that reports it.
+    pub now: Millis,
+}
+
 /// The application: routes a validated `GET`/`HEAD` request to a response.
 pub trait Handler {
     fn handle(&mut self, req: &Request) -> Response;
     /// Called once for every response the connection starts from
-    /// [`Conn::receive`], including its own error responses, with the number of
-    /// body bytes it will send (0 for `HEAD`). The one exception is the 408 a
-    /// header timeout produces inside [`Conn::poll`], which has no handler: it is
-    /// reported as [`ConnEvent::RequestTimeout`] instead.
-    fn on_response(&mut self, status: u16, body_bytes: u64);
+    /// [`Conn::receive`], including its own error responses. The one exception
+    /// is the 408 a header timeout produces inside [`Conn::poll`], which has no
+    /// handler: it is reported as [`ConnEvent::RequestTimeout`] instead.
+    fn on_response(&mut self, exchange: &Exchange<'_>);
+    /// The last byte of connection `conn`'s current response (the one its latest
+    /// `on_response` reported, or the 408 of its `RequestTimeout`) was handed to
+    /// the socket by [`Conn::transmit`] at `now`. Not called for a response that
+    /// the connection drops (abort, reset) before it is sent.
+    fn on_sent(&mut self, conn: u64, now: Millis) {
+        let _ = (conn, now);
+    }
 }

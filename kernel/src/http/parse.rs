@@ -238,6 +238,35 @@ pub fn parse_head<'a>(buf: &'a [u8], path_buf: &'a mut [u8], limits: &Limits) ->
     })
 }
 
+/// The method and target of a request line as far as `buf` holds it, for
+/// logging a request that was rejected (so never parsed into a [`Request`]).
+/// The method is the known method it names (`""` for an unknown or unfinished
+/// token); the target is its raw bytes up to the first one that is not visible
+/// ASCII (so it is always valid UTF-8), possibly cut short.
+pub fn request_line_parts(buf: &[u8]) -> (&'static str, &[u8]) {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = buf.get(start..).unwrap_or_default();
+    let Some(space) = line.iter().position(|&b| b == b' ') else {
+        return ("", &[]);
+    };
+    let token = line.get(..space).unwrap_or_default();
+    let method = ["GET", "HEAD"]
+        .iter()
+        .chain(KNOWN_METHODS)
+        .find(|m| m.as_bytes() == token)
+        .copied()
+        .unwrap_or("");
+    let target = line.get(space.saturating_add(1)..).unwrap_or_default();
+    let end = target
+        .iter()
+        .position(|b| !b.is_ascii_graphic())
+        .unwrap_or(target.len());
+    (method, target.get(..end).unwrap_or_default())
+}
+
 /// The header fields we act on, gathered in one pass.
 struct Fields<'a> {
     content_length: ContentLength,
@@ -491,6 +520,22 @@ fn hex_value(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_line_parts_for_logging() {
+        for (buf, method, target) in [
+            (&b"GET /a?b HTTP/1.1\r\n"[..], "GET", &b"/a?b"[..]),
+            (b"\r\nOPTIONS * HTTP/1.1", "OPTIONS", b"*"),
+            (b"BREW /pot", "", b"/pot"),
+            (b"GET /x\xff/y HTTP/1.1", "GET", b"/x"),
+            (b"GET  /two-spaces", "GET", b""),
+            (b"GET", "", b""),
+            (b"", "", b""),
+            (b"get /lower", "", b"/lower"),
+        ] {
+            assert_eq!(request_line_parts(buf), (method, target), "{buf:?}");
+        }
+    }
     use alloc::format;
     use alloc::string::String;
     use alloc::vec;

@@ -1,7 +1,7 @@
 //! Host-test helpers: a recording handler, a driver that plays a client's bytes
 //! through a [`Conn`] the way the network layer does, and a response parser.
 
-use super::{Action, Body, Conn, Handler, Method, Millis, Request, Response};
+use super::{Action, Body, Conn, Exchange, Handler, Method, Millis, Request, Response};
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -20,7 +20,13 @@ pub fn big_body() -> &'static [u8] {
 #[derive(Default)]
 pub struct TestApp {
     pub requests: Vec<(Method, String, bool, Option<String>)>,
+    /// (status, body bytes) of every `on_response`.
     pub responses: Vec<(u16, u64)>,
+    /// Every `on_response` in full: (method, path, conn, received, now).
+    pub exchanges: Vec<(String, String, u64, Millis, Millis)>,
+    /// Every `on_sent`: (conn, now), and how many responses were reported
+    /// before it (each `on_sent` follows its own `on_response`).
+    pub sent: Vec<(u64, Millis, usize)>,
 }
 
 impl Handler for TestApp {
@@ -46,8 +52,15 @@ impl Handler for TestApp {
         }
     }
 
-    fn on_response(&mut self, status: u16, body_bytes: u64) {
-        self.responses.push((status, body_bytes));
+    fn on_response(&mut self, e: &Exchange<'_>) {
+        assert!(e.received <= e.now, "{e:?}");
+        self.responses.push((e.status, e.body_bytes));
+        self.exchanges
+            .push((e.method.into(), e.path.into(), e.conn, e.received, e.now));
+    }
+
+    fn on_sent(&mut self, conn: u64, now: Millis) {
+        self.sent.push((conn, now, self.responses.len()));
     }
 }
 
@@ -89,7 +102,7 @@ pub fn exchange(
                 let size = out_sizes[out_i % out_sizes.len()];
                 out_i += 1;
                 let mut out = alloc::vec![0u8; size];
-                sent = conn.transmit(&mut out, now);
+                sent = conn.transmit(&mut out, now, app);
                 wire.extend_from_slice(&out[..sent]);
             }
             action = conn.poll(now);
@@ -106,10 +119,15 @@ pub fn exchange(
 
 /// Drains all pending output with `out` buffers of `size` bytes.
 pub fn drain(conn: &mut Conn, size: usize, now: Millis) -> Vec<u8> {
+    drain_to(conn, size, now, &mut TestApp::default())
+}
+
+/// [`drain`], reporting to `app`.
+pub fn drain_to(conn: &mut Conn, size: usize, now: Millis, app: &mut TestApp) -> Vec<u8> {
     let mut wire = Vec::new();
     let mut out = alloc::vec![0u8; size];
     while conn.has_pending_output() {
-        let n = conn.transmit(&mut out, now);
+        let n = conn.transmit(&mut out, now, app);
         assert!(n > 0 || size == 0);
         wire.extend_from_slice(&out[..n]);
     }

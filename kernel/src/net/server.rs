@@ -8,8 +8,9 @@
 //! connection churn cannot starve the pool for TIME-WAIT's 10 s.
 
 use super::phy::HTTP_PORT;
-use crate::app::{Routes, Site, Stats};
-use crate::http::{Action, Conn, Limits};
+use crate::app::{RequestLog, Routes, Site, Stats};
+use crate::http::{Action, Conn, Handler, Limits};
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use smoltcp::iface::SocketHandle;
 use smoltcp::iface::SocketSet;
@@ -38,6 +39,8 @@ struct Slot {
 pub struct Server {
     slots: Vec<Slot>,
     site: Site,
+    /// Recent requests (`/api/requests.json`), allocated once.
+    requests: Box<RequestLog>,
 }
 
 impl Server {
@@ -62,6 +65,7 @@ impl Server {
         Server {
             slots,
             site: Site::baked(),
+            requests: Box::new(RequestLog::new()),
         }
     }
 
@@ -96,6 +100,7 @@ impl Server {
         let mut routes = Routes {
             site: self.site,
             stats,
+            requests: &mut self.requests,
             health,
         };
         let mut busy = false;
@@ -107,6 +112,7 @@ impl Server {
                         slot.active = false;
                         let active = &mut routes.stats.connections_active;
                         *active = active.saturating_sub(1);
+                        routes.on_closed(slot.conn.id(), now);
                     }
                     // From Closed this cannot fail; from TimeWait it resets the socket.
                     let _ = socket.listen(HTTP_PORT);
@@ -119,9 +125,11 @@ impl Server {
                 slot.active = true;
                 slot.peer_closed = false;
                 slot.closing = false;
-                slot.conn.open(now);
                 routes.stats.connections_accepted += 1;
                 routes.stats.connections_active += 1;
+                // Connection ids count from 1, as `connections_accepted` does.
+                slot.conn
+                    .open_with_id(now, routes.stats.connections_accepted);
             }
             for _ in 0..ROUNDS_PER_PASS {
                 let mut progress = 0;
@@ -133,7 +141,7 @@ impl Server {
                         })
                         .unwrap_or(0);
                 }
-                progress += send(socket, &mut slot.conn, now);
+                progress += send(socket, &mut slot.conn, now, &mut routes);
                 if progress == 0 {
                     break;
                 }
@@ -146,7 +154,7 @@ impl Server {
                 Action::Keep => {}
                 Action::Close => {
                     // A 408 queued by the header deadline goes out before the FIN.
-                    send(socket, &mut slot.conn, now);
+                    send(socket, &mut slot.conn, now, &mut routes);
                     if !slot.closing {
                         slot.closing = true;
                         socket.close();
@@ -155,7 +163,7 @@ impl Server {
                 Action::Abort => socket.abort(),
             }
             while let Some(event) = slot.conn.take_event() {
-                routes.stats.record_event(event);
+                routes.on_event(event, slot.conn.current_exchange(now).as_ref());
             }
             let output_ready = slot.conn.has_pending_output() && socket.can_send();
             let input_ready = socket.can_recv() && !slot.conn.has_pending_output() && !slot.closing;
@@ -166,13 +174,13 @@ impl Server {
 }
 
 /// Moves as much pending response as fits into the socket's send buffer.
-fn send(socket: &mut tcp::Socket, conn: &mut Conn, now: u64) -> usize {
+fn send(socket: &mut tcp::Socket, conn: &mut Conn, now: u64, app: &mut dyn Handler) -> usize {
     if !socket.can_send() || !conn.has_pending_output() {
         return 0;
     }
     socket
         .send(|out| {
-            let written = conn.transmit(out, now);
+            let written = conn.transmit(out, now, app);
             (written, written)
         })
         .unwrap_or(0)

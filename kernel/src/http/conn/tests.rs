@@ -1,5 +1,7 @@
 use super::*;
-use crate::http::test_support::{TestApp, Wire, big_body, drain, exchange, parse_responses};
+use crate::http::test_support::{
+    TestApp, Wire, big_body, drain, drain_to, exchange, parse_responses,
+};
 use crate::http::{Method, limits};
 use alloc::format;
 use alloc::string::String;
@@ -307,7 +309,7 @@ fn backpressure_takes_nothing_while_responding() {
     assert_eq!(conn.receive(two.as_bytes(), 0, &mut app), first);
     assert_eq!(conn.receive(GET.as_bytes(), 0, &mut app), 0);
     let mut out = [0u8; 1000];
-    assert_eq!(conn.transmit(&mut out, 0), 1000);
+    assert_eq!(conn.transmit(&mut out, 0, &mut app), 1000);
     assert_eq!(conn.receive(GET.as_bytes(), 0, &mut app), 0);
     drain(&mut conn, 65536, 0);
     assert_eq!(conn.receive(GET.as_bytes(), 0, &mut app), GET.len());
@@ -326,7 +328,7 @@ fn three_mib_body_through_small_and_odd_buffers() {
         while conn.has_pending_output() {
             let mut out = alloc::vec![0u8; sizes[i % sizes.len()]];
             i += 1;
-            let n = conn.transmit(&mut out, 0);
+            let n = conn.transmit(&mut out, 0, &mut app);
             assert_eq!(n, out.len().min(n.max(1)), "transmit fills what it can");
             wire.extend_from_slice(&out[..n]);
         }
@@ -343,7 +345,7 @@ fn zero_space_makes_no_progress() {
     let mut app = TestApp::default();
     conn.open(0);
     conn.receive(GET.as_bytes(), 0, &mut app);
-    assert_eq!(conn.transmit(&mut [], 5), 0);
+    assert_eq!(conn.transmit(&mut [], 5, &mut app), 0);
     assert!(conn.has_pending_output());
 }
 
@@ -409,10 +411,10 @@ fn send_timeout_b6_aborts_a_stalled_response() {
     conn.open(0);
     conn.receive(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n", 0, &mut app);
     let mut out = [0u8; 100];
-    assert_eq!(conn.transmit(&mut out, 1000), 100);
+    assert_eq!(conn.transmit(&mut out, 1000, &mut app), 100);
     assert_eq!(conn.next_deadline(), Some(1000 + limits::SEND_TIMEOUT_MS));
     // A full send buffer: transmit is offered no space, no progress.
-    assert_eq!(conn.transmit(&mut [], 20_000), 0);
+    assert_eq!(conn.transmit(&mut [], 20_000, &mut app), 0);
     assert_eq!(conn.poll(1000 + limits::SEND_TIMEOUT_MS - 1), Action::Keep);
     assert_eq!(conn.poll(1000 + limits::SEND_TIMEOUT_MS), Action::Abort);
     assert_eq!(conn.take_event(), Some(ConnEvent::SendTimeout));
@@ -466,8 +468,8 @@ fn free_conn_is_inert_and_opens_on_input() {
     let mut conn = Conn::new();
     assert_eq!(conn.poll(1_000_000), Action::Keep);
     assert_eq!(conn.next_deadline(), None);
-    assert_eq!(conn.transmit(&mut [0; 10], 0), 0);
     let mut app = TestApp::default();
+    assert_eq!(conn.transmit(&mut [0; 10], 0, &mut app), 0);
     assert_eq!(conn.receive(GET.as_bytes(), 0, &mut app), GET.len());
     assert!(conn.has_pending_output());
 }
@@ -534,4 +536,130 @@ fn custom_limits_are_reached() {
     );
     let long = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", "h".repeat(128));
     assert_eq!(run(&long), 431);
+}
+
+/// The method, path, connection id and times the handler is told, for served
+/// and rejected requests.
+#[test]
+fn exchanges_report_method_path_conn_and_times() {
+    let mut conn = Conn::new();
+    let mut app = TestApp::default();
+    conn.open_with_id(0, 7);
+    assert_eq!(conn.id(), 7);
+    // First byte at 100, rest at 130, response sent at 150.
+    assert_eq!(conn.receive(b"HEAD /owned%20x?q=1 HT", 100, &mut app), 22);
+    let rest = b"TP/1.1\r\nHost: t\r\n\r\n";
+    assert_eq!(conn.receive(rest, 130, &mut app), rest.len());
+    assert!(app.sent.is_empty());
+    let e = conn.current_exchange(140).unwrap();
+    assert_eq!(
+        (e.method, e.path, e.conn, e.status),
+        ("HEAD", "/owned x", 7, 404)
+    );
+    drain_to(&mut conn, 7, 150, &mut app);
+    assert_eq!(
+        app.exchanges,
+        [("HEAD".into(), "/owned x".into(), 7, 100, 130)]
+    );
+    assert_eq!(app.sent, [(7, 150, 1)]);
+    assert!(conn.current_exchange(150).is_none());
+    // A rejected request: the known method, the raw target.
+    let mut app = TestApp::default();
+    conn.open_with_id(200, 8);
+    let post = b"POST /form%41?x=\"y\" HTTP/1.1\r\nHost: t\r\n\r\n";
+    conn.receive(post, 210, &mut app);
+    assert_eq!(
+        app.exchanges,
+        [("POST".into(), "/form%41?x=\"y\"".into(), 8, 210, 210)]
+    );
+    assert_eq!(app.responses, [(405, app.responses[0].1)]);
+    drain_to(&mut conn, 4096, 220, &mut app);
+    assert_eq!(app.sent, [(8, 220, 1)]);
+}
+
+#[test]
+fn rejected_targets_are_kept_as_visible_ascii_prefixes() {
+    for (input, method, path) in [
+        ("BREW /pot HTTP/1.1\r\nHost: t\r\n\r\n", "", "/pot"),
+        ("GET /a\x01b HTTP/1.1\r\nHost: t\r\n\r\n", "GET", "/a"),
+        ("GET /../x HTTP/1.1\r\nHost: t\r\n\r\n", "GET", "/../x"),
+        (
+            "\r\n\r\nDELETE /d HTTP/9.9\r\nHost: t\r\n\r\n",
+            "DELETE",
+            "/d",
+        ),
+        ("garbage\r\n\r\n", "", ""),
+        // Served (a 404), so the decoded path.
+        ("GET /\u{e9} HTTP/1.1\r\nHost: t\r\n\r\n", "GET", "/\u{e9}"),
+    ] {
+        let (_, _, _, app) = one(input);
+        assert_eq!(app.exchanges.len(), 1, "{input:?}");
+        assert_eq!(
+            (app.exchanges[0].0.as_str(), app.exchanges[0].1.as_str()),
+            (method, path),
+            "{input:?}"
+        );
+    }
+    // 414 before the line ends: the target as far as it was read.
+    let mut conn = Conn::new();
+    let mut app = TestApp::default();
+    conn.open(0);
+    let long = format!("GET /{}", "a".repeat(limits::MAX_URI + 10));
+    conn.receive(long.as_bytes(), 0, &mut app);
+    assert_eq!(app.responses[0].0, 414);
+    assert_eq!(app.exchanges[0].0, "GET");
+    assert!(app.exchanges[0].1.starts_with("/aaa"));
+    assert!(app.exchanges[0].1.len() <= limits::MAX_URI);
+}
+
+#[test]
+fn exchange_of_a_request_with_a_body_is_reported_once_the_body_is_in() {
+    let mut conn = Conn::new();
+    let mut app = TestApp::default();
+    conn.open_with_id(0, 3);
+    conn.receive(
+        b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab",
+        10,
+        &mut app,
+    );
+    assert!(app.exchanges.is_empty());
+    conn.receive(b"cd", 25, &mut app);
+    assert_eq!(app.exchanges, [("GET".into(), "/".into(), 3, 10, 25)]);
+}
+
+#[test]
+fn a_request_timeout_408_is_sent_and_reported_as_sent() {
+    let mut conn = Conn::new();
+    let mut app = TestApp::default();
+    conn.open_with_id(0, 9);
+    conn.receive(b"GET /slow HTTP/1.1\r\nHo", 1000, &mut app);
+    let deadline = 1000 + limits::HEADER_TIMEOUT_MS;
+    assert_eq!(conn.poll(deadline), Action::Keep);
+    assert_eq!(conn.take_event(), Some(ConnEvent::RequestTimeout));
+    let e = conn.current_exchange(deadline).unwrap();
+    assert_eq!(
+        (e.status, e.method, e.path, e.conn),
+        (408, "GET", "/slow", 9)
+    );
+    assert_eq!((e.received, e.now), (1000, deadline));
+    assert!(app.responses.is_empty());
+    drain_to(&mut conn, 64, deadline + 5, &mut app);
+    assert_eq!(app.sent, [(9, deadline + 5, 0)]);
+}
+
+#[test]
+fn an_aborted_response_is_never_reported_sent() {
+    let mut conn = Conn::new();
+    let mut app = TestApp::default();
+    conn.open_with_id(0, 4);
+    conn.receive(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n", 0, &mut app);
+    let mut out = [0u8; 100];
+    conn.transmit(&mut out, 0, &mut app);
+    assert_eq!(conn.poll(limits::SEND_TIMEOUT_MS), Action::Abort);
+    assert_eq!(
+        conn.transmit(&mut out, limits::SEND_TIMEOUT_MS, &mut app),
+        0
+    );
+    assert_eq!(app.responses.len(), 1);
+    assert!(app.sent.is_empty());
 }
