@@ -9,6 +9,8 @@
 //! - [`elf`]: where the kernel's code lies.
 //! - [`http`]: boot a guest that serves HTTP on a free host port (legacy or
 //!   modern virtio-mmio), a raw HTTP/1.1 client, `/api/stats.json`.
+//! - [`netfault`]: a guest behind the seeded fault relay (`relay/relay.py`)
+//!   in a network namespace the test creates; clients inside it.
 //! - [`qmp`]: a QMP client (`set_link`, `stop`, `cont`, `query-status`).
 //! - [`resilience`]: a guest with QMP, pipelined byte-exact downloads, wrk in
 //!   the background, `/health` probes, for the fault tests.
@@ -24,6 +26,7 @@
 pub mod dump;
 pub mod elf;
 pub mod http;
+pub mod netfault;
 pub mod qmp;
 pub mod resilience;
 pub mod symbolize;

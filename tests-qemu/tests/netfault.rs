@@ -1,0 +1,634 @@
+//! Network faults between the guest and its clients (TESTING.md F1, F2): a seeded
+//! relay (`tests-qemu/relay/relay.py`) sits between QEMU's `-netdev dgram`
+//! and a tap device in a network namespace each test creates; the clients run
+//! in that namespace (see `tests_qemu::netfault`).
+//!
+//! | test                                  | faults                                        |
+//! |---------------------------------------|-----------------------------------------------|
+//! | `clean_relay_path`                    | none: the path itself, counters frame-exact    |
+//! | `loss_delay_reorder_duplication`      | 5% loss, 20 ± 10 ms, 10% reorder, 1% dup       |
+//! | `corruption_is_dropped_by_checksums`  | 2% of frames with one flipped byte             |
+//! | `rate_limit_with_tail_drop` (F2)      | 4 Mbit/s, 8-frame queue, tail drop             |
+//! | `same_seed_same_decisions`            | the relay's decisions replay from the seed     |
+//!
+//! The tests that boot a guest need root (namespaces, tap devices); without
+//! root they print why and pass. Every seed is printed with the command that
+//! replays it (`NETFAULT_SEED=<seed>`): the relay then makes the same decision
+//! for the n-th frame of each direction. A failing test keeps the relay's
+//! recording of the guest's side of the link in `target/netfault/`;
+//! `tests-qemu/relay/tcp-gaps.py <pcap>` shows where the guest's TCP sender
+//! went quiet and whether its retransmission timeout kept doubling. Figures
+//! (download times, longest gaps, probe latencies, relay counts) go to stderr.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tests_qemu::netfault::{
+    FaultNet, Probe, Profile, RelayCounts, dry_run, first_difference, probe_summary, seed,
+    site_file, skip_reason,
+};
+use tests_qemu::note;
+
+/// The 1.5 MiB asset.
+const LARGE: &str = "/large.bin";
+/// `/health` probe period.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// A probe slower than this is late.
+const PROBE_LATE: Duration = Duration::from_secs(2);
+/// A probe slower than this has failed (the service stalled).
+const PROBE_LIMIT: Duration = Duration::from_secs(10);
+/// Longest time a download may go without a byte. Lost segments cost the
+/// guest's retransmission timeout (at least 1 s, doubling while the
+/// retransmission is lost too): 10 s allows three losses of one segment in a
+/// row (1 + 2 + 4 s), which at 5% loss happens once in 8000 loss events.
+const MAX_GAP: Duration = Duration::from_secs(10);
+/// A download's read blocks this long at most (beyond the guest's 30 s
+/// send-progress deadline, so the guest's own behaviour shows).
+const READ_STALL: Duration = Duration::from_secs(45);
+/// Parallel downloads under the issue's fault profile, and their time bound.
+const DOWNLOADS: usize = 5;
+const DOWNLOADS_DEADLINE: Duration = Duration::from_secs(120);
+/// Decisions per direction the relay logs, compared with its dry run.
+const LOGGED_DECISIONS: usize = 200;
+
+/// The tests that need root print why they skip and return `true`.
+fn skip(test: &str) -> bool {
+    match skip_reason() {
+        Some(why) => {
+            note(test, format_args!("SKIPPED: {why}"));
+            true
+        }
+        None => false,
+    }
+}
+
+/// The issue's example: 5% loss, 20 ms ± 10 ms, 10% reorder, 1% duplication,
+/// both ways.
+const ISSUE_PROFILE: Profile = Profile {
+    loss: 5.0,
+    delay_ms: 20.0,
+    jitter_ms: 10.0,
+    dup: 1.0,
+    reorder: 10.0,
+    ..Profile::CLEAN
+};
+
+/// `name` from the guest's stats, 0 if absent (recorded as a problem by
+/// [`check_stats`]).
+fn stat(stats: &BTreeMap<String, u64>, name: &str) -> u64 {
+    stats.get(name).copied().unwrap_or(0)
+}
+
+/// The guest's counters against the relay's. The guest counts every frame the
+/// relay delivered to it and every frame it sent (which the relay received);
+/// the frames of the stats request itself after the snapshot differ by a few.
+fn check_frames(
+    stats: &BTreeMap<String, u64>,
+    counts: &RelayCounts,
+    slack: u64,
+    problems: &mut Vec<String>,
+) {
+    let pairs = [
+        (
+            "frames_in",
+            stat(stats, "frames_in"),
+            "to-guest frames_out",
+            counts.to_guest.get("frames_out"),
+        ),
+        (
+            "frames_out",
+            stat(stats, "frames_out"),
+            "to-host frames_in",
+            counts.to_host.get("frames_in"),
+        ),
+    ];
+    for (name, guest, relay_name, relay) in pairs {
+        if guest > relay || relay - guest > slack {
+            problems.push(format!(
+                "guest {name} = {guest} but relay {relay_name} = {relay} (allowed: up to {slack} more at the relay)"
+            ));
+        }
+    }
+}
+
+/// Counters every run must show: no 5xx, no aborted response, no device reset.
+fn check_stats(stats: &BTreeMap<String, u64>, min_requests: u64, problems: &mut Vec<String>) {
+    for name in [
+        "requests_total",
+        "status_2xx",
+        "frames_in",
+        "frames_out",
+        "rx_dropped",
+    ] {
+        if !stats.contains_key(name) {
+            problems.push(format!("/api/stats.json has no {name:?}"));
+        }
+    }
+    for (name, want) in [
+        ("status_5xx", 0),
+        ("timeouts_send", 0),
+        ("device_resets", 0),
+    ] {
+        let got = stat(stats, name);
+        if got != want {
+            problems.push(format!("{name} = {got}, expected {want}"));
+        }
+    }
+    let requests = stat(stats, "requests_total");
+    if requests < min_requests || stat(stats, "status_2xx") < min_requests {
+        problems.push(format!(
+            "requests_total = {requests}, status_2xx = {}: expected at least {min_requests}",
+            stat(stats, "status_2xx")
+        ));
+    }
+}
+
+/// The decisions the relay logged during the run must be the first lines of
+/// its dry run with the same seed, direction by direction.
+fn check_decisions(net: &FaultNet, problems: &mut Vec<String>) {
+    let logged = net.relay.logged_decisions();
+    let dry = dry_run(net.seed, &net.profile, LOGGED_DECISIONS);
+    for dir in ["to-guest ", "to-host "] {
+        let live: Vec<&String> = logged.iter().filter(|l| l.starts_with(dir)).collect();
+        let want: Vec<&String> = dry.iter().filter(|l| l.starts_with(dir)).collect();
+        if live.is_empty() || live.len() > want.len() || live[..] != want[..live.len()] {
+            let at = live.iter().zip(&want).position(|(a, b)| a != b);
+            problems.push(format!(
+                "relay {dir}decisions ({} logged) differ from the dry run of seed {} at {at:?}",
+                live.len(),
+                net.seed
+            ));
+        }
+    }
+}
+
+/// `n` parallel downloads of [`LARGE`], each checked byte-exact and for
+/// gaps over [`MAX_GAP`]; returns how long they took together.
+fn download_all(
+    net: &FaultNet,
+    n: usize,
+    deadline: Duration,
+    problems: &mut Vec<String>,
+) -> Duration {
+    let want = site_file("large.bin");
+    let start = Instant::now();
+    let handles: Vec<_> = (0..n)
+        .map(|_| net.spawn_get(LARGE, deadline, READ_STALL))
+        .collect();
+    let results: Vec<_> = handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| net.fail("a download thread panicked"))
+        })
+        .collect();
+    let total = start.elapsed();
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Ok(d) => {
+                net.note(format_args!(
+                    "download {i}: {} bytes in {:.1?}, longest gap {:.2?}",
+                    d.body.len(),
+                    d.elapsed,
+                    d.max_gap
+                ));
+                if d.status != 200 {
+                    problems.push(format!("download {i}: status {}", d.status));
+                }
+                if let Some(at) = first_difference(&d.body, &want) {
+                    problems.push(format!(
+                        "download {i}: {} bytes, differs from kernel/site/large.bin ({} bytes) at byte {at}",
+                        d.body.len(),
+                        want.len()
+                    ));
+                }
+                if d.max_gap > MAX_GAP {
+                    problems.push(format!(
+                        "download {i}: no byte for {:.2?} (limit {MAX_GAP:?})",
+                        d.max_gap
+                    ));
+                }
+            }
+            Err(e) => {
+                net.note(format_args!("download {i}: FAILED {e}"));
+                problems.push(format!("download {i}: {e}"));
+            }
+        }
+    }
+    net.note(format_args!(
+        "{n} parallel download(s) of {LARGE} took {total:.1?} (limit {deadline:?})"
+    ));
+    if total > deadline {
+        problems.push(format!("downloads took {total:.1?}, limit {deadline:?}"));
+    }
+    total
+}
+
+/// No busy spin: the main loop runs once per wake-up (interrupt, tick) and
+/// a few more times per frame while it has work, so between two stats
+/// snapshots its iterations stay within a small multiple of interrupts plus
+/// frames. A spinning loop makes millions a second.
+fn check_no_spin(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+    net: &FaultNet,
+    problems: &mut Vec<String>,
+) {
+    let d = |name: &str| stat(after, name).saturating_sub(stat(before, name));
+    let events = d("interrupts_net") + d("interrupts_timer") + d("frames_in") + d("frames_out");
+    let iterations = d("loop_iterations");
+    let seconds = d("uptime_ms") as f64 / 1000.0;
+    net.note(format_args!(
+        "guest main loop: {iterations} iterations in {seconds:.1} s for {events} interrupts, ticks and frames"
+    ));
+    if iterations > 4 * events + 1000 {
+        problems.push(format!(
+            "main loop ran {iterations} times in {seconds:.1} s for only {events} interrupts, ticks and frames: busy spin"
+        ));
+    }
+}
+
+fn report(net: &FaultNet, problems: &[String]) {
+    if !problems.is_empty() {
+        net.fail(format_args!(
+            "{} problem(s):\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        ));
+    }
+}
+
+/// Stops the relay and returns its counts, printed.
+fn stop_relay(net: &mut FaultNet) -> RelayCounts {
+    let counts = net
+        .relay
+        .stop()
+        .unwrap_or_else(|e| net.fail(format_args!("relay: {e}")));
+    net.note(format_args!("relay {}", counts.summary()));
+    counts
+}
+
+/// Stats snapshot or a failed test.
+fn stats_now(net: &FaultNet) -> BTreeMap<String, u64> {
+    net.stats()
+        .unwrap_or_else(|e| net.fail(format_args!("stats: {e}")))
+}
+
+fn note_guest(net: &FaultNet, stats: &BTreeMap<String, u64>) {
+    net.note(format_args!(
+        "guest: requests {} 2xx {} accepted {} active {} timeouts_send {} frames_in {} frames_out {} rx_dropped {} tx_full_events {}",
+        stat(stats, "requests_total"),
+        stat(stats, "status_2xx"),
+        stat(stats, "connections_accepted"),
+        stat(stats, "connections_active"),
+        stat(stats, "timeouts_send"),
+        stat(stats, "frames_in"),
+        stat(stats, "frames_out"),
+        stat(stats, "rx_dropped"),
+        stat(stats, "tx_full_events"),
+    ));
+}
+
+/// Frames the relay could not hand to QEMU (while it started, or restarted
+/// under TCG) never reached the guest: allowed on top of `slack`.
+fn frame_slack(counts: &RelayCounts, slack: u64) -> u64 {
+    slack + counts.send_errors.values().sum::<u64>()
+}
+
+/// F1 baseline: the relay with no faults is a transparent link. `/health`,
+/// the 1.5 MiB asset byte-exact, and the guest's frame counters equal the
+/// relay's.
+#[test]
+fn clean_relay_path() {
+    let test = "clean_relay_path";
+    if skip(test) {
+        return;
+    }
+    let seed = seed(test, 1);
+    let mut net = FaultNet::start(test, Profile::CLEAN, seed, 0, &[]);
+    let mut problems = Vec::new();
+    match net.get("/health", Duration::from_secs(5), Duration::from_secs(5)) {
+        Ok(h) if h.status == 200 && h.body == b"ok\n" => {}
+        Ok(h) => problems.push(format!("/health: {} {:?}", h.status, h.body_text())),
+        Err(e) => problems.push(format!("/health: {e}")),
+    }
+    let before = stats_now(&net);
+    download_all(&net, 1, Duration::from_secs(60), &mut problems);
+    let after = stats_now(&net);
+    problems.extend(net.guest_problems());
+    let counts = stop_relay(&mut net);
+    for dir in [&counts.to_guest, &counts.to_host] {
+        for name in [
+            "lost",
+            "corrupted",
+            "duplicated",
+            "reordered",
+            "tail_dropped",
+        ] {
+            if dir.get(name) != 0 {
+                problems.push(format!("clean relay: {name} = {}", dir.get(name)));
+            }
+        }
+    }
+    note_guest(&net, &after);
+    check_stats(&after, 3, &mut problems);
+    check_no_spin(&before, &after, &net, &mut problems);
+    check_frames(&after, &counts, frame_slack(&counts, 16), &mut problems);
+    report(&net, &problems);
+}
+
+/// F1, the issue's example profile both ways: 5 parallel downloads of the
+/// 1.5 MiB asset byte-exact within 120 s, none going [`MAX_GAP`] without a
+/// byte, `/health` probed every second on a keep-alive connection, no fault
+/// dump, sane counters, no busy spin, and the relay's live decisions equal to
+/// its dry run.
+#[test]
+#[ignore = "known guest failure (issue 4): smoltcp 0.14 keeps its doubled retransmission timeout while ACKs advance and never fast-retransmits, so downloads stall 8-16 s under loss and collapse behind a bottleneck; run with --ignored"]
+fn loss_delay_reorder_duplication() {
+    let test = "loss_delay_reorder_duplication";
+    if skip(test) {
+        return;
+    }
+    let seed = seed(test, 2);
+    let mut net = FaultNet::start(test, ISSUE_PROFILE, seed, LOGGED_DECISIONS, &[]);
+    let mut problems = Vec::new();
+    let before = stats_now(&net);
+    let prober = net.start_prober(PROBE_INTERVAL, PROBE_LIMIT);
+    download_all(&net, DOWNLOADS, DOWNLOADS_DEADLINE, &mut problems);
+    let probes = prober.finish();
+    net.note(format_args!(
+        "/health: {}",
+        probe_summary(&probes, PROBE_LATE)
+    ));
+    check_probes(&probes, &mut problems);
+    let after = stats_now(&net);
+    problems.extend(net.guest_problems());
+    let counts = stop_relay(&mut net);
+    for (dir, c) in [("to guest", &counts.to_guest), ("to host", &counts.to_host)] {
+        for name in ["lost", "reordered", "duplicated"] {
+            if c.get(name) == 0 {
+                problems.push(format!(
+                    "relay {dir}: {name} = 0, the profile was not applied"
+                ));
+            }
+        }
+    }
+    note_guest(&net, &after);
+    let ok_probes = probes.iter().filter(|p| p.result.is_ok()).count() as u64;
+    check_stats(&after, DOWNLOADS as u64 + ok_probes, &mut problems);
+    check_no_spin(&before, &after, &net, &mut problems);
+    check_frames(&after, &counts, frame_slack(&counts, 64), &mut problems);
+    check_decisions(&net, &mut problems);
+    report(&net, &problems);
+}
+
+/// Every probe answered within [`PROBE_LIMIT`]; late ones (over
+/// [`PROBE_LATE`]) at most 1 + 5% of them and never two in a row. A late
+/// probe needs two losses on its own exchange (a response lost twice costs the
+/// guest's retransmission timeout, 1 s + 2 s); measured under the issue's
+/// profile: 0 to 5% late per run, 1.5% on average. Two late probes in a row
+/// would be the service stalling, not bad luck.
+fn check_probes(probes: &[Probe], problems: &mut Vec<String>) {
+    if probes.is_empty() {
+        problems.push("no /health probe ran".into());
+    }
+    for p in probes {
+        if let Err(e) = &p.result {
+            problems.push(format!("/health probe at {:.1?}: {e}", p.at));
+        }
+    }
+    let is_late = |p: &Probe| matches!(p.result, Ok(d) if d > PROBE_LATE);
+    let late: Vec<String> = probes
+        .iter()
+        .filter(|p| is_late(p))
+        .map(|p| {
+            format!(
+                "{:.1?} at {:.0?}",
+                p.result.clone().unwrap_or_default(),
+                p.at
+            )
+        })
+        .collect();
+    let allowed = 1 + probes.len() / 20;
+    if late.len() > allowed {
+        problems.push(format!(
+            "{} /health probes over {PROBE_LATE:?} (allowed {allowed}): {}",
+            late.len(),
+            late.join(", ")
+        ));
+    }
+    if let Some(pair) = probes.windows(2).find(|w| is_late(&w[0]) && is_late(&w[1])) {
+        problems.push(format!(
+            "two /health probes in a row over {PROBE_LATE:?}, at {:.0?} and {:.0?}",
+            pair[0].at, pair[1].at
+        ));
+    }
+}
+
+/// F1 corruption: 2% of frames each way get one byte flipped inside the IPv4
+/// packet. The checksums make both ends drop them: downloads stay byte-exact,
+/// and the namespace's IP/TCP error counters account for every corrupted
+/// frame towards the host. The guest has no counter for them (reported).
+#[test]
+fn corruption_is_dropped_by_checksums() {
+    let test = "corruption_is_dropped_by_checksums";
+    if skip(test) {
+        return;
+    }
+    let seed = seed(test, 3);
+    let profile = Profile {
+        corrupt: 2.0,
+        ..Profile::CLEAN
+    };
+    let mut net = FaultNet::start(test, profile, seed, 0, &[]);
+    let mut problems = Vec::new();
+    let host_before = net.host_counters();
+    let before = stats_now(&net);
+    download_all(&net, 3, DOWNLOADS_DEADLINE, &mut problems);
+    let after = stats_now(&net);
+    problems.extend(net.guest_problems());
+    let counts = stop_relay(&mut net);
+    let host_after = net.host_counters();
+    let delta = |name: &str| {
+        host_after
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(host_before.get(name).copied().unwrap_or(0))
+    };
+    // An IPv4 header with a bad checksum (or version, length) counts in
+    // Ip.InHdrErrors; a TCP segment with a bad checksum in Tcp.InCsumErrors.
+    let host_dropped = delta("Ip.InHdrErrors") + delta("Tcp.InCsumErrors");
+    net.note(format_args!(
+        "namespace: Ip.InHdrErrors +{} IpExt.InCsumErrors +{} Tcp.InCsumErrors +{}",
+        delta("Ip.InHdrErrors"),
+        delta("IpExt.InCsumErrors"),
+        delta("Tcp.InCsumErrors"),
+    ));
+    let corrupted_to_host = counts.to_host.get("corrupted");
+    if counts.to_guest.get("corrupted") == 0 || corrupted_to_host == 0 {
+        problems.push("the relay corrupted no frame in one direction".into());
+    }
+    if host_dropped != corrupted_to_host {
+        problems.push(format!(
+            "the relay corrupted {corrupted_to_host} frames towards the host, the namespace dropped {host_dropped} for bad headers or checksums"
+        ));
+    }
+    let moved: Vec<String> = after
+        .iter()
+        .filter(|(k, v)| {
+            (k.contains("drop") || k.contains("error") || k.contains("reset"))
+                && before.get(*k) != Some(v)
+        })
+        .map(|(k, v)| format!("{k} {} -> {v}", stat(&before, k)))
+        .collect();
+    net.note(format_args!(
+        "guest: got {} corrupted frames; its drop/error counters that moved: {}",
+        counts.to_guest.get("corrupted"),
+        if moved.is_empty() {
+            "none (smoltcp drops bad checksums without counting them)".to_string()
+        } else {
+            moved.join(", ")
+        }
+    ));
+    note_guest(&net, &after);
+    check_stats(&after, 3, &mut problems);
+    check_no_spin(&before, &after, &net, &mut problems);
+    check_frames(&after, &counts, frame_slack(&counts, 32), &mut problems);
+    report(&net, &problems);
+}
+
+/// F2 through the relay: a 4 Mbit/s link with an 8-frame queue each way (tail
+/// drop), the bottleneck in front of the download direction. Two parallel
+/// downloads byte-exact without a gap over [`MAX_GAP`], `/health` answering,
+/// no busy spin while the guest waits for the link.
+#[test]
+#[ignore = "known guest failure (issue 4): smoltcp 0.14 keeps its doubled retransmission timeout while ACKs advance and never fast-retransmits, so downloads stall 8-16 s under loss and collapse behind a bottleneck; run with --ignored"]
+fn rate_limit_with_tail_drop() {
+    let test = "rate_limit_with_tail_drop";
+    if skip(test) {
+        return;
+    }
+    let seed = seed(test, 5);
+    let profile = Profile {
+        rate_kbit: 4000.0,
+        limit: 8,
+        ..Profile::CLEAN
+    };
+    let mut net = FaultNet::start(test, profile, seed, 0, &[]);
+    let mut problems = Vec::new();
+    let before = stats_now(&net);
+    let prober = net.start_prober(PROBE_INTERVAL, PROBE_LIMIT);
+    // 2 x 1.5 MiB at 4 Mbit/s is 6.3 s of link time.
+    download_all(&net, 2, Duration::from_secs(60), &mut problems);
+    let probes = prober.finish();
+    net.note(format_args!(
+        "/health: {}",
+        probe_summary(&probes, PROBE_LATE)
+    ));
+    check_probes(&probes, &mut problems);
+    let after = stats_now(&net);
+    problems.extend(net.guest_problems());
+    let counts = stop_relay(&mut net);
+    note_guest(&net, &after);
+    let ok_probes = probes.iter().filter(|p| p.result.is_ok()).count() as u64;
+    check_stats(&after, 2 + ok_probes, &mut problems);
+    check_no_spin(&before, &after, &net, &mut problems);
+    check_frames(&after, &counts, frame_slack(&counts, 32), &mut problems);
+    report(&net, &problems);
+}
+
+/// Replay: the relay's decisions are a function of the seed alone. Its dry
+/// run prints the same first 50 decisions per direction for the same seed,
+/// different ones for another seed, and over 20,000 frames the fault rates
+/// match the profile. Needs no root.
+#[test]
+fn same_seed_same_decisions() {
+    let test = "same_seed_same_decisions";
+    let seed = seed(test, 4);
+    let profile = Profile {
+        corrupt: 2.0,
+        ..ISSUE_PROFILE
+    };
+    let first = dry_run(seed, &profile, 50);
+    let second = dry_run(seed, &profile, 50);
+    assert_eq!(first.len(), 100, "50 decisions per direction: {first:?}");
+    assert_eq!(first, second, "seed {seed}: two dry runs differ");
+    let other = dry_run(seed ^ 1, &profile, 50);
+    assert_ne!(first, other, "seeds {seed} and {} decide alike", seed ^ 1);
+    note(
+        test,
+        format_args!(
+            "seed {seed}: first decisions {:?}",
+            &first[..3.min(first.len())]
+        ),
+    );
+
+    // Rates over many frames, for a fixed seed (deterministic).
+    const N: usize = 20_000;
+    let lines = dry_run(20_240_601, &profile, N);
+    for dir in ["to-guest", "to-host"] {
+        let d: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.split(' ').next() == Some(dir))
+            .collect();
+        assert_eq!(d.len(), N);
+        let count = |word: &str| d.iter().filter(|l| l.contains(word)).count();
+        let rate = |n: usize| 100.0 * n as f64 / N as f64;
+        let (lose, reorder, dup, corrupt) = (
+            count(" lose"),
+            count(" reorder"),
+            count(" dup"),
+            count(" corrupt@"),
+        );
+        note(
+            test,
+            format_args!(
+                "{dir}: lose {:.2}% reorder {:.2}% dup {:.2}% corrupt {:.2}% of {N}",
+                rate(lose),
+                rate(reorder),
+                rate(dup),
+                rate(corrupt)
+            ),
+        );
+        // Within 4 standard deviations of the profile's percentages
+        // (reorder, dup and corrupt are drawn only for frames not lost).
+        for (name, got, p) in [
+            ("lose", lose, profile.loss),
+            (
+                "reorder",
+                reorder,
+                profile.reorder * (1.0 - profile.loss / 100.0),
+            ),
+            ("dup", dup, profile.dup * (1.0 - profile.loss / 100.0)),
+            (
+                "corrupt",
+                corrupt,
+                profile.corrupt * (1.0 - profile.loss / 100.0),
+            ),
+        ] {
+            let mean = N as f64 * p / 100.0;
+            let sd = (mean * (1.0 - p / 100.0)).sqrt();
+            assert!(
+                (got as f64 - mean).abs() <= 4.0 * sd,
+                "{dir} {name}: {got} of {N}, expected {mean:.0} ± {:.0}",
+                4.0 * sd
+            );
+        }
+        // Delays stay within delay ± jitter.
+        for l in &d {
+            if let Some(ms) = l
+                .split(' ')
+                .find_map(|w| w.strip_prefix("delay="))
+                .and_then(|v| v.strip_suffix("ms"))
+            {
+                let ms: f64 = ms.parse().unwrap_or(f64::NAN);
+                assert!(
+                    (profile.delay_ms - profile.jitter_ms..=profile.delay_ms + profile.jitter_ms)
+                        .contains(&ms),
+                    "{l}"
+                );
+            }
+        }
+    }
+}
