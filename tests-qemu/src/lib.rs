@@ -23,6 +23,7 @@
 //! (default auto); `TESTS_QEMU_ECHO=1` copies guest serial output to the
 //! terminal.
 
+pub mod deploy;
 pub mod dump;
 pub mod elf;
 pub mod http;

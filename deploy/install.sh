@@ -1,0 +1,372 @@
+#!/usr/bin/env bash
+# Install the unikernel as a systemd service on Debian or Ubuntu, or upgrade,
+# roll back or remove it. Run as root; running it again is harmless.
+#
+# usage: install.sh [--image FILE] [--instance NAME=PORT]... [--root DIR]
+#        install.sh --rollback [--root DIR]
+#        install.sh --uninstall [--purge] [--root DIR]
+#
+# Install / upgrade (the default):
+#   - installs QEMU (qemu-system-x86) and curl with apt-get if missing;
+#   - creates the system user `unikernel` (and the group `kvm` if missing);
+#   - copies the image (FILE, default target/image/release/unikernel.elf of
+#     this repository, built by `cargo image`) to
+#     /usr/local/lib/unikernel/unikernel.elf, keeping the one it replaces as
+#     unikernel.elf.previous; the units to /etc/systemd/system; the health
+#     check to /usr/local/lib/unikernel; the documentation and examples to
+#     /usr/local/share/doc/unikernel;
+#   - restarts, one at a time, the instances that run if their image or unit
+#     changed, waiting up to UNIKERNEL_WAIT seconds for each one's /health;
+#   - with --instance NAME=PORT: creates /etc/unikernel/instances/NAME.env and
+#     enables and starts unikernel@NAME.service and unikernel-health@NAME.timer;
+#     without, the same for the instances already installed, or if there are
+#     none, for unikernel.service and unikernel-health.timer with
+#     /etc/unikernel/unikernel.env. Existing settings files are kept.
+# --rollback   swaps unikernel.elf and unikernel.elf.previous and restarts the
+#              running instances one at a time.
+# --uninstall  stops and disables every instance and removes the units, the
+#              image and the health check. Keeps the settings (/etc/unikernel,
+#              drop-ins in /etc/systemd/system/unikernel*.service.d) and the
+#              user; --purge removes those too.
+# --root DIR   installs under DIR instead of / (for tests and staging). The
+#              commands below still act on the running system, so --root
+#              requires all of them to be set.
+#
+# Environment: the commands it runs, to be replaced in tests: SYSTEMCTL
+# [systemctl], APT_GET [apt-get], USERADD [useradd], GROUPADD [groupadd],
+# USERDEL [userdel]; QEMU [qemu-system-x86_64] and CURL [curl], the programs
+# whose absence makes it install a package; UNIKERNEL_WAIT [60], seconds to
+# wait for /health after each restart (0: do not wait).
+set -euo pipefail
+
+DEPLOY=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+LIB=/usr/local/lib/unikernel
+DOC=/usr/local/share/doc/unikernel
+UNIT_DIR=/etc/systemd/system
+CONF=/etc/unikernel
+STATE=/run/unikernel-health
+USER_NAME=unikernel
+UNITS=(unikernel.service unikernel@.service unikernel-health.service
+    unikernel-health.timer unikernel-health@.service unikernel-health@.timer)
+DOCS=(README.md Caddyfile tap-networking.conf)
+
+say() { echo "install.sh: $*"; }
+die() {
+    echo "install.sh: $*" >&2
+    exit "${2:-1}"
+}
+
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+}
+
+mode=install
+image=
+root=/
+purge=0
+instances=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --image)
+        [ $# -ge 2 ] || die "--image needs a file" 2
+        image=$2
+        shift
+        ;;
+    --instance)
+        [ $# -ge 2 ] || die "--instance needs NAME=PORT" 2
+        instances+=("$2")
+        shift
+        ;;
+    --root)
+        [ $# -ge 2 ] || die "--root needs a directory" 2
+        root=$2
+        shift
+        ;;
+    --rollback) mode=rollback ;;
+    --uninstall) mode=uninstall ;;
+    --purge) purge=1 ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *) die "unknown argument $1 (see --help)" 2 ;;
+    esac
+    shift
+done
+
+if [ "$purge" = 1 ] && [ "$mode" != uninstall ]; then
+    die "--purge goes with --uninstall" 2
+fi
+if [ "$mode" != install ] && { [ -n "$image" ] || [ ${#instances[@]} -gt 0 ]; }; then
+    die "--image and --instance go with an install, not --$mode" 2
+fi
+
+[ -d "$root" ] || die "--root $root is not a directory" 2
+root=$(cd "$root" && pwd)
+if [ "$root" = / ]; then
+    R=
+    [ "$(id -u)" = 0 ] || die "run as root (sudo $0 ...)"
+else
+    R=$root
+    for var in SYSTEMCTL APT_GET USERADD GROUPADD USERDEL; do
+        [ -n "${!var:-}" ] || die "--root $root: set $var too (and SYSTEMCTL, APT_GET, USERADD, GROUPADD, USERDEL), or it would act on this system" 2
+    done
+fi
+
+read -r -a systemctl <<<"${SYSTEMCTL:-systemctl}"
+read -r -a apt_get <<<"${APT_GET:-apt-get}"
+read -r -a useradd <<<"${USERADD:-useradd}"
+read -r -a groupadd <<<"${GROUPADD:-groupadd}"
+read -r -a userdel <<<"${USERDEL:-userdel}"
+qemu=${QEMU:-qemu-system-x86_64}
+curl=${CURL:-curl}
+wait_s=${UNIKERNEL_WAIT:-60}
+case "$wait_s" in
+'' | *[!0-9]*) die "UNIKERNEL_WAIT=$wait_s: expected seconds" 2 ;;
+esac
+
+# --- helpers --------------------------------------------------------------
+
+# Instance names that have a settings file, one per line.
+installed_instances() {
+    local f
+    for f in "$R$CONF"/instances/*.env; do
+        [ -e "$f" ] || continue
+        f=${f##*/}
+        echo "${f%.env}"
+    done
+}
+
+# The value of KEY in the settings file FILE (quotes removed), or empty.
+setting() {
+    sed -n "s/^$2=\"\{0,1\}\([^\"]*\)\"\{0,1\}[[:space:]]*$/\1/p" "$1" | tail -n 1
+}
+
+# The settings file of service unit UNIT.
+env_file_of() {
+    case "$1" in
+    unikernel.service) echo "$R$CONF/unikernel.env" ;;
+    unikernel@*.service)
+        local name=${1#unikernel@}
+        echo "$R$CONF/instances/${name%.service}.env"
+        ;;
+    esac
+}
+
+# install_file SRC DEST MODE: copy (atomically) unless DEST already has SRC's
+# bytes and MODE. Status 0 if it copied, 1 if DEST was already right.
+install_file() {
+    local src=$1 dest=$2 mode=$3
+    if [ -f "$dest" ] && cmp -s "$src" "$dest" &&
+        [ "$(stat -c %a "$dest")" = "${mode#0}" ]; then
+        return 1
+    fi
+    mkdir -p "$(dirname "$dest")" || die "cannot create $(dirname "$dest")"
+    install -m "$mode" "$src" "$dest.tmp.$$" || die "cannot copy $src to $dest"
+    mv -f "$dest.tmp.$$" "$dest" || die "cannot replace $dest"
+    return 0
+}
+
+# Waits until UNIT's /health answers 200, for at most UNIKERNEL_WAIT seconds.
+wait_healthy() {
+    local unit=$1 env url port host
+    [ "$wait_s" -gt 0 ] || return 0
+    env=$(env_file_of "$unit")
+    url=$(setting "$env" HEALTH_URL)
+    if [ -z "$url" ]; then
+        port=$(setting "$env" UNIKERNEL_PORT)
+        host=$(setting "$env" UNIKERNEL_LISTEN)
+        if [ -z "$host" ] || [ "$host" = 0.0.0.0 ]; then
+            host=127.0.0.1
+        fi
+        url=http://$host:$port/health
+    fi
+    local end=$((SECONDS + wait_s))
+    while [ "$SECONDS" -lt "$end" ]; do
+        if "$curl" --silent --fail --max-time 2 --output /dev/null "$url"; then
+            say "$unit answers $url"
+            return 0
+        fi
+        sleep 1
+    done
+    return 1
+}
+
+# Restarts, one at a time, the running unikernel services; stops at the first
+# one that does not come back healthy.
+rolling_restart() {
+    local units=(unikernel.service) name unit
+    while read -r name; do
+        units+=("unikernel@$name.service")
+    done < <(installed_instances)
+    for unit in "${units[@]}"; do
+        if "${systemctl[@]}" is-active --quiet "$unit"; then
+            say "restarting $unit"
+            "${systemctl[@]}" restart "$unit"
+            wait_healthy "$unit" ||
+                die "$unit did not answer /health within ${wait_s}s; the others were not restarted. See: journalctl -u $unit; roll back with: $0 --rollback"
+        fi
+    done
+}
+
+# --- uninstall ------------------------------------------------------------
+
+if [ "$mode" = uninstall ]; then
+    units=(unikernel.service unikernel-health.timer)
+    while read -r name; do
+        units+=("unikernel@$name.service" "unikernel-health@$name.timer")
+    done < <(installed_instances)
+    say "stopping and disabling ${units[*]}"
+    "${systemctl[@]}" disable --now "${units[@]}" || say "(some units were not loaded)"
+    for unit in "${UNITS[@]}"; do
+        rm -f "$R$UNIT_DIR/$unit"
+    done
+    # Empty .wants directories left by `disable`.
+    for dir in "$R$UNIT_DIR"/unikernel*.wants; do
+        [ -d "$dir" ] && rmdir --ignore-fail-on-non-empty "$dir"
+    done
+    rm -rf -- "$R$LIB" "$R$DOC" "$R$STATE"
+    "${systemctl[@]}" daemon-reload
+    if [ "$purge" = 1 ]; then
+        # Settings, including drop-ins such as tap-networking.conf.
+        rm -rf -- "$R$CONF" "$R$UNIT_DIR"/unikernel.service.d "$R$UNIT_DIR"/unikernel@*.service.d
+        if grep -q "^$USER_NAME:" "$R/etc/passwd" 2>/dev/null; then
+            "${userdel[@]}" "$USER_NAME"
+        fi
+        say "removed; settings and the user $USER_NAME too"
+    else
+        say "removed; kept $CONF and the user $USER_NAME (--uninstall --purge removes them)"
+    fi
+    exit 0
+fi
+
+# --- rollback -------------------------------------------------------------
+
+if [ "$mode" = rollback ]; then
+    current=$R$LIB/unikernel.elf
+    previous=$R$LIB/unikernel.elf.previous
+    [ -f "$previous" ] || die "no previous image ($previous) to roll back to"
+    [ -f "$current" ] || die "no current image ($current)"
+    mv -f "$current" "$current.swap.$$"
+    mv -f "$previous" "$current"
+    mv -f "$current.swap.$$" "$previous"
+    say "rolled back: $current is the previous image, the replaced one is $previous"
+    rolling_restart
+    exit 0
+fi
+
+# --- install --------------------------------------------------------------
+
+[ -n "$image" ] || image=$DEPLOY/../target/image/release/unikernel.elf
+[ -f "$image" ] || die "no image at $image: build it with \`cargo image\`, or pass --image FILE" 2
+[ "$(head -c 4 "$image" | od -An -c | tr -d ' ')" = '177ELF' ] ||
+    die "$image is not an ELF file" 2
+
+for spec in ${instances[@]+"${instances[@]}"}; do
+    name=${spec%%=*}
+    port=${spec#*=}
+    case "$name" in
+    '' | *[!A-Za-z0-9_-]*) die "--instance $spec: NAME must be letters, digits, - or _" 2 ;;
+    esac
+    case "$port" in
+    '' | *[!0-9]*) die "--instance $spec: PORT must be a number" 2 ;;
+    esac
+    if [ "${#port}" -gt 5 ] || [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then
+        die "--instance $spec: PORT out of range" 2
+    fi
+done
+
+missing=()
+command -v "$qemu" >/dev/null 2>&1 || missing+=(qemu-system-x86)
+command -v "$curl" >/dev/null 2>&1 || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    "${apt_get[@]}" update
+    DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y --no-install-recommends "${missing[@]}"
+fi
+
+if ! grep -q '^kvm:' "$R/etc/group" 2>/dev/null; then
+    say "creating the group kvm"
+    "${groupadd[@]}" --system kvm
+fi
+if ! grep -q "^$USER_NAME:" "$R/etc/passwd" 2>/dev/null; then
+    say "creating the user $USER_NAME"
+    "${useradd[@]}" --system --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin --comment "unikernel service" "$USER_NAME"
+fi
+
+restart=0
+current=$R$LIB/unikernel.elf
+if [ -f "$current" ] && ! cmp -s "$image" "$current"; then
+    install -m 0644 "$current" "$current.previous"
+    say "kept the replaced image as $current.previous"
+    restart=1
+fi
+if install_file "$image" "$current" 0644; then
+    say "installed the image $current"
+fi
+install_file "$DEPLOY/unikernel-health" "$R$LIB/unikernel-health" 0755 || true
+for doc in "${DOCS[@]}"; do
+    install_file "$DEPLOY/$doc" "$R$DOC/$doc" 0644 || true
+done
+
+reload=0
+for unit in "${UNITS[@]}"; do
+    existed=0
+    [ -e "$R$UNIT_DIR/$unit" ] && existed=1
+    if install_file "$DEPLOY/$unit" "$R$UNIT_DIR/$unit" 0644; then
+        say "installed $UNIT_DIR/$unit"
+        reload=1
+        [ "$existed" = 0 ] || restart=1
+    fi
+done
+
+install_file "$DEPLOY/unikernel.env" "$R$DOC/unikernel.env.dist" 0644 || true
+
+# What to enable: the instances named, else the instances already installed
+# (an upgrade), else the single service.
+names=()
+for spec in ${instances[@]+"${instances[@]}"}; do
+    name=${spec%%=*}
+    port=${spec#*=}
+    env=$R$CONF/instances/$name.env
+    if [ -e "$env" ]; then
+        say "kept $CONF/instances/$name.env (UNIKERNEL_PORT=$(setting "$env" UNIKERNEL_PORT))"
+    else
+        mkdir -p "$R$CONF/instances"
+        sed "s/^UNIKERNEL_PORT=.*/UNIKERNEL_PORT=\"$port\"/" "$DEPLOY/unikernel.env" >"$env.tmp.$$"
+        chmod 0644 "$env.tmp.$$"
+        mv -f "$env.tmp.$$" "$env"
+        say "created $CONF/instances/$name.env (UNIKERNEL_PORT=$port)"
+    fi
+    names+=("$name")
+done
+if [ ${#names[@]} -eq 0 ]; then
+    while read -r name; do
+        names+=("$name")
+    done < <(installed_instances)
+fi
+enable=()
+for name in ${names[@]+"${names[@]}"}; do
+    enable+=("unikernel@$name.service" "unikernel-health@$name.timer")
+done
+if [ ${#enable[@]} -eq 0 ]; then
+    if [ ! -e "$R$CONF/unikernel.env" ]; then
+        install -D -m 0644 "$DEPLOY/unikernel.env" "$R$CONF/unikernel.env"
+        say "created $CONF/unikernel.env"
+    elif ! cmp -s "$DEPLOY/unikernel.env" "$R$CONF/unikernel.env"; then
+        say "kept your $CONF/unikernel.env (the shipped one is $DOC/unikernel.env.dist)"
+    fi
+    enable=(unikernel.service unikernel-health.timer)
+fi
+
+if [ "$reload" = 1 ]; then
+    "${systemctl[@]}" daemon-reload
+fi
+if [ "$restart" = 1 ]; then
+    rolling_restart
+fi
+"${systemctl[@]}" enable --now "${enable[@]}"
+
+say "done. Status: systemctl status ${enable[0]}; logs: journalctl -u ${enable[0]} -f"
