@@ -191,7 +191,13 @@ def corrupt(frame, decision):
         return frame, False
     if struct.unpack_from("!H", frame, 12)[0] != ETHERTYPE_IPV4:
         return frame, False
+    # Only inside the IP packet: Ethernet padding after it (short frames such
+    # as bare ACKs are padded to 60 bytes) is covered by no checksum.
     span = len(frame) - ETH_HEADER
+    if len(frame) >= ETH_HEADER + 4:
+        total_length = struct.unpack_from("!H", frame, ETH_HEADER + 2)[0]
+        if 20 <= total_length < span:
+            span = total_length
     offset = ETH_HEADER + min(span - 1, int(decision.corrupt_at * span))
     data = bytearray(frame)
     data[offset] ^= decision.corrupt_xor
