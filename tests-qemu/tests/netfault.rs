@@ -295,6 +295,25 @@ fn frame_slack(counts: &RelayCounts, slack: u64) -> u64 {
     slack + counts.send_errors.values().sum::<u64>()
 }
 
+/// The checks every relay test ends with: note the guest's counters, then
+/// sane stats (at least `min_requests` served), no busy spin between the two
+/// snapshots, and the guest's frame counts equal to the relay's within
+/// [`frame_slack`]`(counts, slack)`.
+fn check_guest(
+    net: &FaultNet,
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+    counts: &RelayCounts,
+    min_requests: u64,
+    slack: u64,
+    problems: &mut Vec<String>,
+) {
+    note_guest(net, after);
+    check_stats(after, min_requests, problems);
+    check_no_spin(before, after, net, problems);
+    check_frames(after, counts, frame_slack(counts, slack), problems);
+}
+
 /// F1 baseline: the relay with no faults is a transparent link. `/health`,
 /// the 1.5 MiB asset byte-exact, and the guest's frame counters equal the
 /// relay's.
@@ -330,10 +349,7 @@ fn clean_relay_path() {
             }
         }
     }
-    note_guest(&net, &after);
-    check_stats(&after, 3, &mut problems);
-    check_no_spin(&before, &after, &net, &mut problems);
-    check_frames(&after, &counts, frame_slack(&counts, 16), &mut problems);
+    check_guest(&net, &before, &after, &counts, 3, 16, &mut problems);
     report(&net, &problems);
 }
 
@@ -373,11 +389,9 @@ fn loss_delay_reorder_duplication() {
             }
         }
     }
-    note_guest(&net, &after);
     let ok_probes = probes.iter().filter(|p| p.result.is_ok()).count() as u64;
-    check_stats(&after, DOWNLOADS as u64 + ok_probes, &mut problems);
-    check_no_spin(&before, &after, &net, &mut problems);
-    check_frames(&after, &counts, frame_slack(&counts, 64), &mut problems);
+    let served = DOWNLOADS as u64 + ok_probes;
+    check_guest(&net, &before, &after, &counts, served, 64, &mut problems);
     check_decisions(&net, &mut problems);
     report(&net, &problems);
 }
@@ -495,10 +509,7 @@ fn corruption_is_dropped_by_checksums() {
             moved.join(", ")
         }
     ));
-    note_guest(&net, &after);
-    check_stats(&after, 3, &mut problems);
-    check_no_spin(&before, &after, &net, &mut problems);
-    check_frames(&after, &counts, frame_slack(&counts, 32), &mut problems);
+    check_guest(&net, &before, &after, &counts, 3, 32, &mut problems);
     report(&net, &problems);
 }
 
@@ -534,11 +545,16 @@ fn rate_limit_with_tail_drop() {
     let after = stats_now(&net);
     problems.extend(net.guest_problems());
     let counts = stop_relay(&mut net);
-    note_guest(&net, &after);
     let ok_probes = probes.iter().filter(|p| p.result.is_ok()).count() as u64;
-    check_stats(&after, 2 + ok_probes, &mut problems);
-    check_no_spin(&before, &after, &net, &mut problems);
-    check_frames(&after, &counts, frame_slack(&counts, 32), &mut problems);
+    check_guest(
+        &net,
+        &before,
+        &after,
+        &counts,
+        2 + ok_probes,
+        32,
+        &mut problems,
+    );
     report(&net, &problems);
 }
 
