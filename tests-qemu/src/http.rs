@@ -63,6 +63,7 @@ pub const STATS_COUNTERS: &[&str] = &[
     "device_resets",
     "tx_full_events",
     "rx_dropped",
+    "rx_checksum_errors",
     "heap_used",
     "heap_free",
     "loop_iterations",

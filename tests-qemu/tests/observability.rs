@@ -249,6 +249,13 @@ const METRICS: &[MetricRow] = &[
         "counter",
         1.0,
     ),
+    (
+        "rx_checksum_errors",
+        "unikernel_network_receive_checksum_errors_total",
+        &[],
+        "counter",
+        1.0,
+    ),
     ("heap_used", "unikernel_heap_used_bytes", &[], "gauge", 1.0),
     ("heap_free", "unikernel_heap_free_bytes", &[], "gauge", 1.0),
     (

@@ -180,6 +180,9 @@ stats! {
     /// NIC interrupts deliberately ignored by `fault=drop-irq:N` (test only).
     interrupts_ignored: Counter "unikernel_interrupts_ignored_total"
         => "NIC interrupts ignored on purpose by fault=drop-irq (tests only).",
+    /// Received frames dropped for a bad IPv4/TCP/UDP/ICMP checksum.
+    rx_checksum_errors: Counter "unikernel_network_receive_checksum_errors_total"
+        => "Received frames dropped for a bad IPv4, TCP, UDP or ICMP checksum.",
 }
 
 /// The metric that carries the version as a label (value always 1).
@@ -407,6 +410,7 @@ mod tests {
             "device_resets",
             "tx_full_events",
             "rx_dropped",
+            "rx_checksum_errors",
             "heap_used",
             "heap_free",
             "loop_iterations",

@@ -335,6 +335,7 @@ impl<const N: usize> Stack<N> {
         stats.bytes_out = total.bytes_out;
         stats.tx_full_events = total.tx_full_events;
         stats.rx_dropped = total.errors;
+        stats.rx_checksum_errors = self.phy.checksum_errors;
         stats.rx_wraps = total.rx_wraps;
         stats.tx_wraps = total.tx_wraps;
         stats.rx_avail_idx = u64::from(current.rx.avail);

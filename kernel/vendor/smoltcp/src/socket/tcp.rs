@@ -152,7 +152,11 @@ const RTTE_K: u32 = 4;
 
 // RFC 6298 (2.4): Whenever RTO is computed, if it is less than 1 second, then the
 // RTO SHOULD be rounded up to 1 second.
-const RTTE_MIN_RTO: u32 = 1000;
+// PATCH (unikernel): 200 ms, Linux's TCP_RTO_MIN. With 1 s every tail loss
+// (one that three duplicate ACKs cannot announce) idles a connection for a
+// second even on a LAN with sub-millisecond RTTs. Timers are checked after
+// received ACKs are processed, so a slow guest does not fire them spuriously.
+const RTTE_MIN_RTO: u32 = 200;
 
 // RFC 6298 (2.5) A maximum value MAY be placed on RTO provided it is at least 60
 // seconds
@@ -267,6 +271,20 @@ impl RttEstimator {
             self.rto_count = 0;
             self.have_measurement = false;
             tcp_trace!("rtte: too many retransmissions, clearing srtt, rttvar.");
+        }
+    }
+
+    /// PATCH (unikernel): an ACK that advances SND.UNA ends the backoff.
+    ///
+    /// Upstream keeps the doubled RTO until a clean RTT sample, which needs new
+    /// data sent and acknowledged; under steady loss the timer then stays at
+    /// seconds while ACKs keep arriving, and a transfer stalls for as long.
+    /// Linux likewise resets its backoff on forward progress.
+    fn on_progress(&mut self) {
+        self.rto_count = 0;
+        if self.have_measurement {
+            let margin = RTTE_MIN_MARGIN.max(self.rttvar * RTTE_K);
+            self.rto = (self.srtt + margin).clamp(RTTE_MIN_RTO, RTTE_MAX_RTO);
         }
     }
 
@@ -523,6 +541,14 @@ pub struct Socket<'a> {
     local_rx_dup_acks: u8,
     /// If a fast retransmit needs to occur
     pending_fast_retransmit: bool,
+    /// PATCH (unikernel): NewReno's "recover" (RFC 6582): the highest sequence
+    /// number sent when fast retransmit began. Until an ACK covers it, each
+    /// ACK that advances SND.UNA but stops short of it (a partial ACK) shows
+    /// the next hole, which is retransmitted at once instead of waiting three
+    /// more duplicate ACKs that a short window may never produce (then the
+    /// RTO). Without SACK this is the standard way to repair several losses
+    /// in one window.
+    recovery_point: Option<TcpSeqNumber>,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -614,6 +640,7 @@ impl<'a> Socket<'a> {
             local_rx_last_seq: None,
             local_rx_dup_acks: 0,
             pending_fast_retransmit: false,
+            recovery_point: None,
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -926,6 +953,15 @@ impl<'a> Socket<'a> {
         self.remote_last_ts = None;
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
+        // PATCH (unikernel): a listening socket reused for a new connection must
+        // not inherit the last one's loss-recovery state or congestion window
+        // (a window collapsed by one lossy client would throttle the next).
+        self.local_rx_last_ack = None;
+        self.local_rx_last_seq = None;
+        self.local_rx_dup_acks = 0;
+        self.pending_fast_retransmit = false;
+        self.recovery_point = None;
+        self.set_congestion_control(self.congestion_control());
 
         #[cfg(feature = "async")]
         {
@@ -2066,7 +2102,12 @@ impl<'a> Socket<'a> {
             _ => self.remote_win_scale.unwrap_or(0),
         };
         let new_remote_win_len = (repr.window_len as usize) << (scale as usize);
-        let is_window_update = new_remote_win_len != self.remote_win_len;
+        // PATCH (unikernel): only a shrinking window disqualifies a duplicate ACK.
+        // A receiver holding out-of-order data (Linux, with receive-buffer
+        // autotuning) often grows its window while it repeats the same ACK;
+        // upstream then never counts three duplicates, so there is no fast
+        // retransmit and every loss waits for the RTO.
+        let is_window_update = new_remote_win_len < self.remote_win_len;
         self.remote_win_len = new_remote_win_len;
 
         self.congestion_controller
@@ -2141,6 +2182,18 @@ impl<'a> Socket<'a> {
 
                     // Notify of fresh ACK
                     self.rtte.on_ack(cx.now(), ack_number);
+                    if ack_len > 0 {
+                        self.rtte.on_progress();
+                    }
+                    // PATCH (unikernel): NewReno partial ACK, see `recovery_point`.
+                    match self.recovery_point {
+                        Some(recover) if ack_number >= recover => self.recovery_point = None,
+                        Some(_) if ack_len > 0 && !self.tx_buffer.is_empty() => {
+                            net_debug!("partial ACK {}: retransmitting the next hole", ack_number);
+                            self.pending_fast_retransmit = true;
+                        }
+                        _ => {}
+                    }
                     let new_flight_size = self.flight_size().saturating_sub(ack_len);
                     self.congestion_controller.inner_mut().on_ack(
                         cx.now(),
@@ -2489,6 +2542,8 @@ impl<'a> Socket<'a> {
 
                 // Inform RTTE, so that it can can handle RTO backoff
                 self.rtte.on_rto();
+                // PATCH (unikernel): go-back-N resends every hole; no NewReno.
+                self.recovery_point = None;
             } else {
                 // If a fast rentrasmit timer expired, we should resend only the earliest unAcked segment
                 net_debug!("retransmitting for fast-retransmit");
@@ -2500,6 +2555,8 @@ impl<'a> Socket<'a> {
                     .on_loss(cx.now(), in_flight);
 
                 self.pending_fast_retransmit = true;
+                // PATCH (unikernel): see `recovery_point`.
+                self.recovery_point = Some(self.remote_last_seq);
             }
 
             // Clear the `should_retransmit` state. If we can't retransmit right
@@ -7135,14 +7192,15 @@ mod test {
 
         assert_eq!(s.local_rx_dup_acks, 2, "duplicate ACK counter is not set");
 
-        // This packet has a window update, hence should not be detected
+        // This packet shrinks the window, hence should not be detected
         // as a duplicate ACK and should reset the duplicate ACK count
+        // (PATCH: upstream used a growing window here; see is_window_update)
         send!(
             s,
             TcpRepr {
                 seq_number: REMOTE_SEQ + 1,
                 ack_number: Some(LOCAL_SEQ + 1),
-                window_len: 400,
+                window_len: 200,
                 ..SEND_TEMPL
             }
         );
@@ -7357,6 +7415,187 @@ mod test {
             payload:    &b"abcdef"[..],
             ..RECV_TEMPL
         }));
+    }
+
+    // PATCH (unikernel): an ACK of new data ends the RTO backoff.
+    #[test]
+    fn test_retransmit_backoff_ends_on_forward_progress() {
+        let mut s = socket_established();
+        s.remote_mss = 6;
+        // One clean RTT sample (50 ms), so the RTO is the minimum.
+        s.send_slice(b"xxxxxx").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"xxxxxx"[..],
+            ..RECV_TEMPL
+        }));
+        send!(s, time 50, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 6),
+            ..SEND_TEMPL
+        });
+        let rto = RTTE_MIN_RTO as i64;
+        assert_eq!(s.rtte.retransmission_timeout(), Duration::from_millis(rto as u64));
+
+        s.send_slice(b"aaaaaabbbbbb").unwrap();
+        recv!(s, time 100, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaaaaa"[..],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 100, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"bbbbbb"[..],
+            ..RECV_TEMPL
+        }));
+        // Both lost: the RTO fires and doubles.
+        let fired = 100 + rto;
+        recv_nothing!(s, time fired - 1);
+        recv!(s, time fired, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"aaaaaa"[..],
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.rtte.retransmission_timeout(), Duration::from_millis(2 * rto as u64));
+        // The retransmission arrives and is acknowledged: forward progress.
+        let acked = fired + 50;
+        send!(s, time acked, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 12),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.rtte.retransmission_timeout(), Duration::from_millis(rto as u64));
+        // Go-back-N sends "bbbbbb" again at once; lost again, it is due one
+        // RTO after that ACK, not the doubled RTO of upstream's backoff.
+        recv!(s, time acked, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"bbbbbb"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time acked + rto - 1);
+        recv!(s, time acked + rto, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"bbbbbb"[..],
+            ..RECV_TEMPL
+        }));
+    }
+
+    // PATCH (unikernel): duplicate ACKs that grow the window still count.
+    #[test]
+    fn test_fast_retransmit_dup_acks_with_growing_window() {
+        let mut s = socket_established();
+        s.remote_mss = 6;
+        s.send_slice(b"xxxxxxyyyyyywwwwwwzzzzzz").unwrap();
+        for (i, chunk) in [&b"xxxxxx"[..], b"yyyyyy", b"wwwwww", b"zzzzzz"].iter().enumerate() {
+            recv!(s, time 1000, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 6 * i,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload:    chunk,
+                ..RECV_TEMPL
+            }));
+        }
+        // "xxxxxx" was lost; the receiver ACKs what it has, then repeats that
+        // ACK for each later segment, opening its window each time.
+        for (i, window_len) in [256u16, 300, 400, 500].into_iter().enumerate() {
+            send!(s, time 1050 + i as i64, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                window_len,
+                ..SEND_TEMPL
+            });
+        }
+        assert_eq!(s.local_rx_dup_acks, 3, "growing-window duplicates were not counted");
+        // Fast retransmit, long before the 1 s RTO.
+        recv!(s, time 1060, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"xxxxxx"[..],
+            ..RECV_TEMPL
+        }));
+    }
+
+    // PATCH (unikernel): NewReno repairs a second hole on the partial ACK.
+    #[test]
+    fn test_fast_retransmit_partial_ack_repairs_next_hole() {
+        let mut s = socket_established();
+        s.remote_mss = 6;
+        s.send_slice(b"xxxxxxyyyyyywwwwwwzzzzzz").unwrap();
+        for (i, chunk) in [&b"xxxxxx"[..], b"yyyyyy", b"wwwwww", b"zzzzzz"].iter().enumerate() {
+            recv!(s, time 1000, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 6 * i,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload:    chunk,
+                ..RECV_TEMPL
+            }));
+        }
+        // "xxxxxx" and "wwwwww" were lost: one ACK, then three duplicates.
+        for i in 0..4 {
+            send!(s, time 1050 + i, TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                ..SEND_TEMPL
+            });
+        }
+        recv!(s, time 1060, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"xxxxxx"[..],
+            ..RECV_TEMPL
+        }));
+        // The retransmission fills the first hole; the ACK stops at the second.
+        send!(s, time 1080, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 12),
+            ..SEND_TEMPL
+        });
+        recv!(s, time 1081, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"wwwwww"[..],
+            ..RECV_TEMPL
+        }));
+        // A full ACK ends recovery: nothing more is resent on the next ACK.
+        send!(s, time 1100, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 24),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.recovery_point, None);
+        recv_nothing!(s, time 1101);
+    }
+
+    // PATCH (unikernel): a reused socket starts with fresh loss-recovery state.
+    #[test]
+    #[cfg(feature = "socket-tcp-reno")]
+    fn test_reset_clears_loss_recovery_and_congestion_state() {
+        let mut s = socket_established();
+        s.set_congestion_control(CongestionControl::Reno);
+        let fresh_window = s.congestion_controller.inner().window();
+        s.local_rx_last_ack = Some(LOCAL_SEQ + 1);
+        s.local_rx_dup_acks = 3;
+        s.pending_fast_retransmit = true;
+        s.recovery_point = Some(LOCAL_SEQ + 100);
+        // The last connection's slow start opened the window.
+        s.congestion_controller.inner_mut().set_remote_window(1 << 20);
+        let rtte = RttEstimator::default();
+        for _ in 0..10 {
+            s.congestion_controller
+                .inner_mut()
+                .on_ack(Instant::from_millis(0), 1460, 0, &rtte);
+        }
+        assert_ne!(s.congestion_controller.inner().window(), fresh_window);
+        s.reset();
+        assert_eq!(s.local_rx_last_ack, None);
+        assert_eq!(s.local_rx_dup_acks, 0);
+        assert!(!s.pending_fast_retransmit);
+        assert_eq!(s.recovery_point, None);
+        assert_eq!(s.congestion_controller.inner().window(), fresh_window);
     }
 
     #[test]
