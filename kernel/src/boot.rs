@@ -80,7 +80,14 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     gdt::init(ist.map(|s| s.top));
     idt::init();
 
-    let heap_size = heap::size_for(usable);
+    let largest = frame_allocator.largest_run() * frames::FRAME;
+    let heap_size = heap::size_for(largest).unwrap_or_else(|| {
+        stop(format_args!(
+            "no {} KiB block for the heap (largest free block {} KiB)",
+            heap::MIN_HEAP >> 10,
+            largest >> 10
+        ))
+    });
     let heap_start = frame_allocator
         .alloc_contiguous(heap_size / frames::FRAME)
         .unwrap_or_else(|| {

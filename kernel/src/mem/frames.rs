@@ -71,6 +71,15 @@ impl FrameAllocator {
             .sum()
     }
 
+    /// The most frames one `alloc_contiguous` call could return now.
+    pub fn largest_run(&self) -> u64 {
+        self.ranges[..self.count]
+            .iter()
+            .map(|r| (r.end - r.next) / FRAME)
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn allocated_frames(&self) -> u64 {
         self.allocated
     }
@@ -117,7 +126,9 @@ mod tests {
             region(0x40_0000, 0x80_0000, Usable),
         ];
         let mut a = FrameAllocator::new(&regions);
+        assert_eq!(a.largest_run(), 0x400);
         assert_eq!(a.alloc_contiguous(4), Some(0x40_0000));
+        assert_eq!(a.largest_run(), 0x3fc);
         assert_eq!(a.alloc(), Some(0x10_0000));
         assert_eq!(a.alloc_contiguous(u64::MAX), None);
         assert_eq!(a.alloc_contiguous(2000), None);

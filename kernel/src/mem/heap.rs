@@ -9,9 +9,14 @@ static ALLOCATOR: LockedHeap = LockedHeap::empty();
 pub const MIN_HEAP: u64 = 1 << 20;
 pub const MAX_HEAP: u64 = 64 << 20;
 
-/// Heap size for `usable` bytes of RAM: a quarter of it, within the bounds above.
-pub fn size_for(usable: u64) -> u64 {
-    (usable / 4).clamp(MIN_HEAP, MAX_HEAP) & !0xfff
+/// Heap size given the largest contiguous free block (bytes) once page tables
+/// and stacks are allocated: all of it, up to [`MAX_HEAP`]. Nothing allocates
+/// frames after the heap (DMA buffers come from the heap too), so a smaller
+/// heap would leave RAM idle and make small guests (16 MiB) fail to allocate
+/// their socket buffers. None if even [`MIN_HEAP`] does not fit.
+pub fn size_for(largest_block: u64) -> Option<u64> {
+    let size = largest_block.min(MAX_HEAP) & !0xfff;
+    (size >= MIN_HEAP).then_some(size)
 }
 
 /// # Safety
