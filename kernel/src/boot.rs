@@ -219,6 +219,7 @@ fn serve<const N: usize>(
         config.http_sockets,
         config.http_limits(),
     );
+    server.set_profile(arch::profile::write_text);
     let mut stats = Stats::new(VERSION);
     let mut last_tick = clock::ticks();
     let fault_at_ms = clock::uptime_ms() + config.fault_delay_ms;

@@ -8,6 +8,7 @@
 //! | `/metrics`           | the same counters, Prometheus text format 0.0.4     |
 //! | `/api/requests.json` | the [`RequestLog`] ring of recent requests, JSON    |
 //! | `/status`            | the built-in status page (`kernel/builtin/status.html`) |
+//! | `/debug/profile`     | the profiler's recent RIP samples (`scripts/profile`) |
 //!
 //! Each response is counted into [`Stats`] and recorded in the [`RequestLog`].
 
@@ -25,6 +26,7 @@ pub const STATS_PATH: &str = "/api/stats.json";
 pub const REQUESTS_PATH: &str = "/api/requests.json";
 pub const METRICS_PATH: &str = "/metrics";
 pub const STATUS_PATH: &str = "/status";
+pub const PROFILE_PATH: &str = "/debug/profile";
 /// The built-in asset `/status` serves.
 pub const STATUS_ASSET: &str = "/status.html";
 /// `Cache-Control` of the dynamic endpoints.
@@ -42,6 +44,16 @@ pub struct Routes<'a> {
     /// `Err(reason)` makes `/health` answer 503 `unhealthy: <reason>`. The main
     /// loop decides it (e.g. a device reset in progress).
     pub health: Result<(), &'a str>,
+    /// Writes the `/debug/profile` text (the kernel's sampling profiler).
+    pub profile: ProfileWriter,
+}
+
+/// Writes the body of `/debug/profile`.
+pub type ProfileWriter = fn(&mut String);
+
+/// For builds without the profiler (host tests).
+pub fn no_profile(out: &mut String) {
+    out.push_str("# no profiler in this build\ntaken 0\nkept 0\n");
 }
 
 impl Handler for Routes<'_> {
@@ -62,6 +74,11 @@ impl Handler for Routes<'_> {
                 let mut json = String::new();
                 self.requests.write_json(&mut json, self.stats.uptime_ms);
                 dynamic("application/json", json)
+            }
+            PROFILE_PATH => {
+                let mut text = String::new();
+                (self.profile)(&mut text);
+                dynamic("text/plain; charset=utf-8", text)
             }
             STATUS_PATH => Site::new(assets::BUILTIN).respond(&Request {
                 path: STATUS_ASSET,
@@ -150,6 +167,7 @@ mod tests {
             stats,
             requests,
             health: Ok(()),
+            profile: no_profile,
         }
     }
 
@@ -163,6 +181,22 @@ mod tests {
             received: 100,
             now: 105,
         }
+    }
+
+    #[test]
+    fn profile_route_serves_the_writer_text() {
+        fn fake(out: &mut String) {
+            out.push_str("hz 100\ntaken 2\nkept 2\n0x1\n0x2\n");
+        }
+        let (mut stats, mut log) = (Stats::new("t"), RequestLog::new());
+        let mut routes = routes(&mut stats, &mut log);
+        let r = routes.handle(&get("/debug/profile"));
+        assert_eq!(r.status, 200);
+        assert!(r.body.as_slice().starts_with(b"# no profiler"));
+        routes.profile = fake;
+        let r = routes.handle(&get("/debug/profile"));
+        assert_eq!(r.body.as_slice(), b"hz 100\ntaken 2\nkept 2\n0x1\n0x2\n");
+        assert_eq!(r.cache_control, Some("no-store"));
     }
 
     #[test]

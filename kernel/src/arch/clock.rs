@@ -99,5 +99,6 @@ pub fn ticks() -> u64 {
 /// Timer interrupt: count the tick. (Interrupt context: no locks, no allocation.)
 pub fn on_timer_interrupt(regs: &Registers) {
     TICKS.fetch_add(1, Ordering::Relaxed);
+    super::profile::record(regs.rip);
     super::lockup::check(regs);
 }

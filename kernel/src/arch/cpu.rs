@@ -45,6 +45,10 @@ pub fn read_rbp() -> u64 {
 /// Enables interrupts and halts in one step: `sti` delays interrupt delivery by
 /// one instruction, so an interrupt that became pending after the caller decided
 /// to sleep still wakes the `hlt`.
+///
+/// Never inlined, so the profiler's samples of an idle CPU (the RIP after
+/// `hlt`) name this function instead of its caller.
+#[inline(never)]
 pub fn enable_interrupts_and_halt() {
     // SAFETY: the caller's state is consistent for interrupts (IDT loaded).
     unsafe { asm!("sti", "hlt", options(nomem, nostack)) };

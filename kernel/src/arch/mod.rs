@@ -9,5 +9,6 @@ pub mod idt;
 pub mod ioapic;
 pub mod lapic;
 pub mod lockup;
+pub mod profile;
 pub mod serial;
 pub mod watchdog;

@@ -8,6 +8,7 @@
 //! connection churn cannot starve the pool for TIME-WAIT's 10 s.
 
 use super::phy::HTTP_PORT;
+use crate::app::routes::{ProfileWriter, no_profile};
 use crate::app::{RequestLog, Routes, Site, Stats};
 use crate::http::{Action, Conn, Handler, Limits};
 use alloc::boxed::Box;
@@ -41,6 +42,8 @@ pub struct Server {
     site: Site,
     /// Recent requests (`/api/requests.json`), allocated once.
     requests: Box<RequestLog>,
+    /// Writes `/debug/profile`; see [`Server::set_profile`].
+    profile: ProfileWriter,
 }
 
 impl Server {
@@ -66,7 +69,13 @@ impl Server {
             slots,
             site: Site::baked(),
             requests: Box::new(RequestLog::new()),
+            profile: no_profile,
         }
+    }
+
+    /// Serve the kernel's sampling profiler at `/debug/profile`.
+    pub fn set_profile(&mut self, profile: ProfileWriter) {
+        self.profile = profile;
     }
 
     /// Sockets ready to accept a connection.
@@ -102,6 +111,7 @@ impl Server {
             stats,
             requests: &mut self.requests,
             health,
+            profile: self.profile,
         };
         let mut busy = false;
         for slot in &mut self.slots {
