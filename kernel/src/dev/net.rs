@@ -119,6 +119,10 @@ pub use guest::*;
 #[cfg(test)]
 mod tests;
 
+/// `Driver::tick` kicks the RX queue at least this often (ticks), even with
+/// no buffer posted since its last kick: the backstop for a lost tick kick.
+pub const RX_KICK_BACKSTOP_TICKS: u32 = 10;
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DriverStats {
     /// Frames handed to the stack (valid used entries only).
@@ -197,6 +201,10 @@ pub struct Driver<H: Hal, T: Transport, K: Kick, const N: usize> {
     skip_refill: bool,
     /// The TX ring was full at the last `can_transmit`.
     tx_full: bool,
+    /// RX `avail.idx` when `tick` last kicked the RX queue (None: never).
+    rx_avail_at_tick_kick: Option<u16>,
+    /// Ticks since `tick` last kicked the RX queue.
+    ticks_since_rx_kick: u32,
     pub stats: DriverStats,
 }
 
@@ -218,6 +226,8 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
             tx_free: (0..N).map(|_| buffer(TX_BUFFER_LEN)).collect(),
             skip_refill: false,
             tx_full: false,
+            rx_avail_at_tick_kick: None,
+            ticks_since_rx_kick: 0,
             stats: DriverStats::default(),
         };
         driver.refill();
@@ -423,6 +433,14 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
     /// The last `can_transmit` found the TX ring full: the stack has data it
     /// cannot send until a completion (interrupt) or the tick frees a slot, so
     /// polling again before then would only spin.
+    /// The device has handed back something (a received frame or a TX
+    /// completion), or frames are still in flight: a pass has work to do.
+    pub fn has_work(&mut self) -> bool {
+        self.stats.tx.in_flight() > 0
+            || self.raw.poll_receive().is_some()
+            || self.raw.poll_transmit().is_some()
+    }
+
     pub fn tx_blocked(&self) -> bool {
         self.tx_full
     }
@@ -487,10 +505,23 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
 
     /// The once-per-timer-tick pass, whatever the interrupts did: re-post, and
     /// kick both queues, so a lost notification in either direction costs at most
-    /// one tick. (`Stack::tick_housekeeping` does the same three calls.)
+    /// one tick. Only kicks that could have been lost are repeated at once: RX
+    /// if buffers were posted since the last tick's kick, TX if frames are in
+    /// flight; RX is kicked anyway every [`RX_KICK_BACKSTOP_TICKS`], in case
+    /// the tick's own kick was lost too. An idle guest then makes one MMIO
+    /// write (an exit into QEMU's device model) per 100 ms instead of one per
+    /// tick.
     pub fn tick(&mut self) {
         self.refill();
-        self.kick_rx();
+        let avail = self.stats.rx.avail;
+        self.ticks_since_rx_kick = self.ticks_since_rx_kick.saturating_add(1);
+        if self.rx_avail_at_tick_kick != Some(avail)
+            || self.ticks_since_rx_kick >= RX_KICK_BACKSTOP_TICKS
+        {
+            self.kick_rx();
+            self.rx_avail_at_tick_kick = Some(avail);
+            self.ticks_since_rx_kick = 0;
+        }
         self.kick_tx_if_pending();
     }
 }

@@ -79,6 +79,11 @@ impl Server {
     }
 
     /// Sockets ready to accept a connection.
+    /// No connection is open: nothing to serve and no deadline to watch.
+    pub fn is_idle(&self) -> bool {
+        !self.slots.iter().any(|s| s.active)
+    }
+
     pub fn listening(&self, sockets: &SocketSet<'static>) -> u64 {
         self.slots
             .iter()

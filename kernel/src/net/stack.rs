@@ -345,6 +345,16 @@ impl<const N: usize> Stack<N> {
         stats.device_resets = self.device_resets;
     }
 
+    /// Whether a pass could do anything now: the device has frames or
+    /// completions for us (or frames in flight), smoltcp has a timer due, a
+    /// driver fault waits for the audit, or the device is being reset.
+    pub fn has_work(&mut self, now_ms: u64) -> bool {
+        if self.phy.fault.is_some() || self.poll_delay(now_ms) == Some(Duration::ZERO) {
+            return true;
+        }
+        self.phy.driver_mut().is_none_or(|d| d.has_work())
+    }
+
     /// The TX ring is full: more passes cannot send until a completion arrives.
     pub fn tx_blocked(&mut self) -> bool {
         self.phy.driver_mut().is_some_and(|d| d.tx_blocked())

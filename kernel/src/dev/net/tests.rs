@@ -320,8 +320,9 @@ fn ring_used_up_is_reposted_and_kicked_in_one_pass() {
 /// The device never interrupts (the fake has no interrupt at all) and loses
 /// every notification until it "wakes"; the main loop only polls, and ticks
 /// every `TICK` iterations. While deaf, RX stops after one ring's worth and TX
-/// is not taken; after waking, service resumes within one tick, with nothing
-/// lost or reordered.
+/// is not taken; after waking, service resumes within one tick for TX (frames
+/// in flight are kicked every tick) and within the RX kick backstop for RX
+/// (the tick's own RX kicks were lost too), with nothing lost or reordered.
 #[test]
 fn lost_notifications_cost_at_most_one_tick() {
     const TICK: u64 = 10;
@@ -366,14 +367,45 @@ fn lost_notifications_cost_at_most_one_tick() {
 
     dev.state_mut().deaf = false;
     let mut sent = Vec::new();
-    for _ in 0..TICK + total / N as u64 + 1 {
+    for _ in 0..TICK + 1 {
         main_loop(&mut driver, &mut received);
         sent.extend(dev.take_sent());
     }
-    assert_eq!(received, frames, "RX did not resume within a tick");
     assert_eq!(sent, out, "TX did not resume within a tick");
+    let backstop = u64::from(RX_KICK_BACKSTOP_TICKS) * TICK;
+    for _ in 0..backstop + total / N as u64 + 1 {
+        main_loop(&mut driver, &mut received);
+    }
+    assert_eq!(
+        received, frames,
+        "RX did not resume within the kick backstop"
+    );
     assert_eq!(driver.buffers().tx_free, N);
     assert!(dev.violations().is_empty(), "{:?}", dev.violations());
+}
+
+/// One lost RX kick (the refill's) costs exactly one tick: the tick sees
+/// buffers posted since its last kick and kicks again.
+#[test]
+fn a_lost_rx_kick_costs_one_tick() {
+    let (mut driver, dev) = start(DeviceConfig::modern());
+    let frames: Vec<Vec<u8>> = (0..2 * N as u64).map(frame).collect();
+    driver.tick();
+    // The ring runs dry; the next frames wait in the device for a kick.
+    assert_eq!(dev.send_to_guest(frames[..N].iter().map(Vec::as_slice)), N);
+    assert_eq!(dev.send_to_guest(frames[N..].iter().map(Vec::as_slice)), 0);
+    dev.state_mut().deaf = true;
+    let (got, error) = drain(&mut driver);
+    assert!(error.is_none());
+    assert_eq!(got, frames[..N]);
+    driver.refill();
+    assert_all_posted(&driver);
+    dev.state_mut().deaf = false;
+    assert_eq!(dev.flush_rx(), 0, "the device saw a kick that was lost");
+    driver.tick();
+    assert_eq!(dev.flush_rx(), N, "the tick did not kick RX");
+    let (got, _) = drain(&mut driver);
+    assert_eq!(got, frames[N..]);
 }
 
 /// TX never spins: with every descriptor busy `can_transmit` says no (and
