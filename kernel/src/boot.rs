@@ -10,6 +10,7 @@ use crate::diag::StackRange;
 use crate::mem::{frames, heap, paging};
 use crate::net::Stack;
 use crate::net::server::Server;
+use crate::net::sizing;
 use bootloader_api::BootInfo;
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use core::sync::atomic::Ordering;
@@ -214,9 +215,11 @@ fn serve<const N: usize>(
             driver.stop_reposting();
         }
     }
+    let heap_free = heap::usage().map_or(0, |u| u.free);
     let mut server = Server::new(
         &mut stack.sockets,
         config.http_sockets,
+        sizing::tx_buffer_for(heap_free, config.http_sockets),
         config.http_limits(),
     );
     server.set_profile(arch::profile::write_text);

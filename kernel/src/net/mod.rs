@@ -2,8 +2,10 @@
 //! configuration (DHCP with a static fallback, or static from the config), and
 //! one bounded service pass that the main loop runs.
 //!
-//! [`frame`] is pure and unit tested on the host; the rest runs in the guest.
+//! [`frame`] and [`sizing`] are pure and unit tested on the host; the rest runs
+//! in the guest.
 pub mod frame;
+pub mod sizing;
 
 #[cfg(target_os = "none")]
 pub mod phy;

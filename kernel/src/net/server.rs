@@ -8,6 +8,7 @@
 //! connection churn cannot starve the pool for TIME-WAIT's 10 s.
 
 use super::phy::HTTP_PORT;
+use super::sizing::SOCKET_RX_BUFFER;
 use crate::app::routes::{ProfileWriter, no_profile};
 use crate::app::{RequestLog, Routes, Site, Stats};
 use crate::http::{Action, Conn, Handler, Limits};
@@ -18,10 +19,6 @@ use smoltcp::iface::SocketSet;
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::Duration;
 
-/// Per-socket buffers. RX holds a full request head plus pipelined requests;
-/// TX is the window of response bytes in flight.
-pub const SOCKET_RX_BUFFER: usize = 16 * 1024;
-pub const SOCKET_TX_BUFFER: usize = 32 * 1024;
 /// smoltcp aborts a connection whose sent data stays unacknowledged this long.
 const SOCKET_TIMEOUT_S: u64 = 60;
 /// Receive/transmit rounds per socket per pass (pipelined requests advance one
@@ -47,11 +44,16 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(sockets: &mut SocketSet<'static>, count: usize, limits: Limits) -> Server {
+    pub fn new(
+        sockets: &mut SocketSet<'static>,
+        count: usize,
+        tx_buffer: usize,
+        limits: Limits,
+    ) -> Server {
         let slots = (0..count)
             .map(|_| {
                 let rx = tcp::SocketBuffer::new(alloc::vec![0u8; SOCKET_RX_BUFFER]);
-                let tx = tcp::SocketBuffer::new(alloc::vec![0u8; SOCKET_TX_BUFFER]);
+                let tx = tcp::SocketBuffer::new(alloc::vec![0u8; tx_buffer]);
                 let mut socket = tcp::Socket::new(rx, tx);
                 socket.set_nagle_enabled(false);
                 socket.set_timeout(Some(Duration::from_secs(SOCKET_TIMEOUT_S)));
@@ -64,7 +66,10 @@ impl Server {
                 }
             })
             .collect();
-        log::info!("http: {count} sockets on port {HTTP_PORT}");
+        log::info!(
+            "http: {count} sockets on port {HTTP_PORT}, {} KiB send buffer each",
+            tx_buffer >> 10
+        );
         Server {
             slots,
             site: Site::baked(),
