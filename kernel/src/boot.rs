@@ -237,43 +237,38 @@ fn serve<const N: usize>(
         let now = clock::uptime_ms();
         let from_irq = dev_net::NET_PENDING.swap(false, Ordering::AcqRel);
         let tick = clock::ticks();
-        // A tick with no connection open and nothing from the device or due in
-        // smoltcp: only the housekeeping below (ring audit, tick kicks,
-        // watchdog). Most of an idle guest's host CPU went to full passes.
-        if !from_irq && server.is_idle() && !stack.has_work(now) {
-            if tick != last_tick {
-                last_tick = tick;
-                stack.tick_housekeeping(now);
-                watchdog::pet(WATCHDOG_S);
+        // A pass with no connection open, nothing from the device and nothing
+        // due in smoltcp does only the per-tick housekeeping below (ring
+        // audit, tick kicks, watchdog): full passes were most of an idle
+        // guest's host CPU.
+        let quiet = !from_irq && server.is_idle() && !stack.has_work(now);
+        let mut may_sleep = true;
+        if !quiet {
+            let listening = server.listening(&stack.sockets);
+            let syns_before = stack.phy.syns_seen;
+            let mut worked = stack.poll(now);
+            // smoltcp answers a SYN with no listening socket with RST: that is a refusal.
+            let syns = stack.phy.syns_seen - syns_before;
+            stats.connections_refused += syns.saturating_sub(listening);
+            if worked && !from_irq {
+                stats.timer_recoveries += 1;
             }
-            lockup::progress();
-            stats.loop_iterations += 1;
-            stats_stale = true;
-            cpu::disable_interrupts();
-            if dev_net::NET_PENDING.load(Ordering::Acquire) {
-                cpu::enable_interrupts();
-            } else {
-                cpu::enable_interrupts_and_halt();
+            if stats_stale {
+                // Quiet passes skip `fill_stats`; /api/stats.json may be asked now.
+                fill_stats(&mut stats, &mut stack, now);
+                stats_stale = false;
             }
-            continue;
+            let health = stack.health();
+            let busy = server.service(&mut stack.sockets, now, &mut stats, health);
+            worked |= stack.poll(now);
+            // smoltcp wants another pass at once while a socket has data to send,
+            // even if the TX ring is full: then the completion interrupt (or the
+            // tick) is what can make progress, so sleep until it comes.
+            may_sleep = !busy
+                && !worked
+                && (stack.tx_blocked()
+                    || stack.poll_delay(now) != Some(smoltcp::time::Duration::ZERO));
         }
-        let listening = server.listening(&stack.sockets);
-        let syns_before = stack.phy.syns_seen;
-        let mut worked = stack.poll(now);
-        // smoltcp answers a SYN with no listening socket with RST: that is a refusal.
-        let syns = stack.phy.syns_seen - syns_before;
-        stats.connections_refused += syns.saturating_sub(listening);
-        if worked && !from_irq {
-            stats.timer_recoveries += 1;
-        }
-        if stats_stale {
-            // Quiet passes skip `fill_stats`; /api/stats.json may be asked now.
-            fill_stats(&mut stats, &mut stack, now);
-            stats_stale = false;
-        }
-        let health = stack.health();
-        let busy = server.service(&mut stack.sockets, now, &mut stats, health);
-        worked |= stack.poll(now);
         if tick != last_tick {
             last_tick = tick;
             stack.tick_housekeeping(now);
@@ -281,16 +276,13 @@ fn serve<const N: usize>(
         }
         lockup::progress();
         stats.loop_iterations += 1;
-        fill_stats(&mut stats, &mut stack, now);
+        if quiet {
+            stats_stale = true;
+        } else {
+            fill_stats(&mut stats, &mut stack, now);
+        }
         cpu::disable_interrupts();
-        let idle = !busy
-            && !worked
-            && !dev_net::NET_PENDING.load(Ordering::Acquire)
-            // smoltcp wants another pass at once while a socket has data to send,
-            // even if the TX ring is full: then the completion interrupt (or the
-            // tick) is what can make progress, so sleep until it comes.
-            && (stack.tx_blocked() || stack.poll_delay(now) != Some(smoltcp::time::Duration::ZERO));
-        if idle {
+        if may_sleep && !dev_net::NET_PENDING.load(Ordering::Acquire) {
             cpu::enable_interrupts_and_halt();
         } else {
             cpu::enable_interrupts();

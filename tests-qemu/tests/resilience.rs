@@ -342,8 +342,10 @@ struct Expect {
     /// `timer_recoveries` growth during the load must lie in this range.
     timer_recoveries: std::ops::Range<u64>,
     /// ... and during [`quiet_requests`], where the guest idles between
-    /// requests so that every lost interrupt leaves work for the tick.
+    /// requests so that a lost interrupt leaves work for the tick.
     quiet_recoveries: std::ops::Range<u64>,
+    /// ... and over both together at least this.
+    min_recoveries: u64,
     /// `fault=drop-irq:N`: `interrupts_ignored` must be `interrupts_net / N`.
     ignored_every: Option<u64>,
     /// `interrupts_net` must stay 0 since boot.
@@ -427,12 +429,22 @@ fn check_wraps(http: &HttpGuest, s: &Stats, dir: &str, frames: u64, ring: u64) -
 /// Sequential requests on one keep-alive connection, [`QUIET_GAP`] apart, so
 /// the guest halts between them. Under load a dropped interrupt is usually
 /// covered by the next one within microseconds; here nothing else wakes the
-/// guest, so the recovery counter measures the fault and not the load.
+/// guest, so a dropped RX interrupt shows as a recovery (see
+/// [`RECOVERIES_DROP_IRQ`] for why that is still not every request), and
+/// without a fault the counter must stay still.
 const QUIET_REQUESTS: u64 = 60;
 const QUIET_GAP: Duration = Duration::from_millis(30);
-/// Quiet-phase recoveries stay below this without a fault (0 under TCG) and
-/// reach it with one interrupt in 3 dropped (about one a request: +60).
+/// Quiet-phase recoveries stay below this without a fault (0 under TCG).
 const QUIET_WITHOUT_FAULT: u64 = QUIET_REQUESTS / 6;
+/// With one interrupt in 3 dropped, load and quiet phase together find at
+/// least this much work without an interrupt. Neither phase alone is
+/// reliable: a request costs a steady number of interrupts (about 3), so
+/// which kind "every third" hits stays in phase for the whole quiet run: the
+/// request's own RX interrupt (+60 in 60 requests, seen locally) or a TX
+/// completion or ACK whose loss leaves no frame behind (+1, seen in CI); and
+/// under load the next interrupt usually covers a dropped one (+63 to +1,293).
+/// The control stays at +3 or less over both.
+const RECOVERIES_DROP_IRQ: u64 = 30;
 
 /// `timer_recoveries` growth over [`QUIET_REQUESTS`] idle-spaced requests.
 fn quiet_requests(http: &HttpGuest) -> u64 {
@@ -480,6 +492,13 @@ fn fault_under_load(test: &str, items: &[&str], expect: Expect) {
         test,
         format_args!("{QUIET_REQUESTS} requests {QUIET_GAP:?} apart: timer_recoveries +{quiet}"),
     );
+    let total = quiet + after.delta(&before, "timer_recoveries");
+    if total < expect.min_recoveries {
+        http.fail(format_args!(
+            "timer_recoveries grew by {total} over the load and the quiet requests, expected at least {}",
+            expect.min_recoveries
+        ));
+    }
     if !expect.quiet_recoveries.contains(&quiet) {
         http.fail(format_args!(
             "timer_recoveries grew by {quiet} over {QUIET_REQUESTS} quiet requests, expected {:?}",
@@ -614,6 +633,7 @@ fn no_fault_control_under_load() {
             ring: 256,
             timer_recoveries: 0..RECOVERIES_WITHOUT_FAULT,
             quiet_recoveries: 0..QUIET_WITHOUT_FAULT,
+            min_recoveries: 0,
             ignored_every: None,
             no_net_interrupts: false,
             wraps: false,
@@ -633,7 +653,8 @@ fn drop_every_3rd_irq_under_load() {
             ],
             ring: 256,
             timer_recoveries: 0..u64::MAX,
-            quiet_recoveries: QUIET_WITHOUT_FAULT..u64::MAX,
+            quiet_recoveries: 0..u64::MAX,
+            min_recoveries: RECOVERIES_DROP_IRQ,
             ignored_every: Some(3),
             no_net_interrupts: false,
             wraps: false,
@@ -651,6 +672,7 @@ fn no_irq_under_load() {
             ring: 256,
             timer_recoveries: RECOVERIES_NO_IRQ..u64::MAX,
             quiet_recoveries: QUIET_REQUESTS / 2..u64::MAX,
+            min_recoveries: 0,
             ignored_every: None,
             no_net_interrupts: true,
             wraps: false,
@@ -668,6 +690,7 @@ fn queue_size_16_under_load() {
             ring: 16,
             timer_recoveries: 0..u64::MAX,
             quiet_recoveries: 0..QUIET_WITHOUT_FAULT,
+            min_recoveries: 0,
             ignored_every: None,
             no_net_interrupts: false,
             wraps: true,
@@ -685,6 +708,7 @@ fn queue_size_16_no_irq_under_load() {
             ring: 16,
             timer_recoveries: RECOVERIES_NO_IRQ..u64::MAX,
             quiet_recoveries: QUIET_REQUESTS / 2..u64::MAX,
+            min_recoveries: 0,
             ignored_every: None,
             no_net_interrupts: true,
             wraps: true,

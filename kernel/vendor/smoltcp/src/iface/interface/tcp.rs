@@ -29,14 +29,24 @@ impl InterfaceInner {
             &self.caps.checksum
         ));
 
-        for tcp_socket in sockets
-            .items_mut()
-            .filter_map(|i| Socket::downcast_mut(&mut i.socket))
-        {
-            if tcp_socket.accepts(self, &ip_repr, &tcp_repr) {
-                return tcp_socket
-                    .process(self, &ip_repr, &tcp_repr)
-                    .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
+        // PATCH (unikernel): sockets bound to a connection first, listeners
+        // second. Upstream offers the segment to sockets in handle order, so
+        // with several listeners on one port a retransmitted SYN (its SYN-ACK
+        // was lost) could be taken by a listener with a lower handle than the
+        // socket already in SYN-RECEIVED for that connection: two sockets then
+        // answered for one 4-tuple and the second reset the connection.
+        for listeners in [false, true] {
+            for tcp_socket in sockets
+                .items_mut()
+                .filter_map(|i| Socket::downcast_mut(&mut i.socket))
+            {
+                if tcp_socket.is_listening() == listeners
+                    && tcp_socket.accepts(self, &ip_repr, &tcp_repr)
+                {
+                    return tcp_socket
+                        .process(self, &ip_repr, &tcp_repr)
+                        .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
+                }
             }
         }
 

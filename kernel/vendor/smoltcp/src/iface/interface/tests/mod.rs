@@ -299,3 +299,70 @@ pub fn tcp_listen_drops_unspecified_src() {
     assert_eq!(reply, None);
     assert!(sockets.get_mut::<tcp::Socket>(handle).is_listening());
 }
+
+// PATCH (unikernel): a retransmitted SYN belongs to the socket in SYN-RECEIVED
+// for its connection, even when a listener has a lower handle.
+#[test]
+#[cfg(all(feature = "medium-ip", feature = "socket-tcp", feature = "proto-ipv4"))]
+pub fn tcp_retransmitted_syn_goes_to_its_connection_not_a_listener() {
+    use crate::socket::tcp;
+
+    let (mut iface, mut sockets, _) = setup(Medium::Ip);
+    let socket = || {
+        tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 64]),
+            tcp::SocketBuffer::new(vec![0; 64]),
+        )
+    };
+    let first = sockets.add(socket());
+    let second = sockets.add(socket());
+    sockets.get_mut::<tcp::Socket>(second).listen(1234).unwrap();
+
+    let syn = TcpRepr {
+        src_port: 65000,
+        dst_port: 1234,
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(0),
+        ack_number: None,
+        window_len: 1024,
+        window_scale: None,
+        max_seg_size: Some(1460),
+        sack_permitted: false,
+        sack_ranges: [None, None, None],
+        timestamp: None,
+        payload: &[],
+    };
+    let (src, dst) = (Ipv4Address::new(127, 0, 0, 2), Ipv4Address::new(127, 0, 0, 1));
+    let mut bytes = vec![0u8; syn.buffer_len()];
+    syn.emit(
+        &mut TcpPacket::new_unchecked(&mut bytes),
+        &src.into(),
+        &dst.into(),
+        &ChecksumCapabilities::default(),
+    );
+    let ip = IpRepr::Ipv4(Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Tcp,
+        payload_len: syn.buffer_len(),
+        hop_limit: 64,
+    });
+
+    // The SYN-ACK goes out on the next egress poll, not as a reply here.
+    iface.inner.process_tcp(&mut sockets, false, ip.clone(), &bytes);
+    assert_eq!(
+        sockets.get_mut::<tcp::Socket>(second).state(),
+        tcp::State::SynReceived
+    );
+    // The lower handle starts listening; then the client retransmits its SYN.
+    sockets.get_mut::<tcp::Socket>(first).listen(1234).unwrap();
+    iface.inner.process_tcp(&mut sockets, false, ip, &bytes);
+    assert!(
+        sockets.get_mut::<tcp::Socket>(first).is_listening(),
+        "a listener took the retransmitted SYN of another socket's connection"
+    );
+    assert_eq!(
+        sockets.get_mut::<tcp::Socket>(second).state(),
+        tcp::State::SynReceived
+    );
+}
