@@ -430,17 +430,16 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
         ok
     }
 
+    /// A pass has work to do: the device returned a received frame, or TX
+    /// frames are in flight (their completions count as in flight until
+    /// `reap_tx` takes them, so this covers unreaped completions too).
+    pub fn has_work(&self) -> bool {
+        self.stats.tx.in_flight() > 0 || self.raw.poll_receive().is_some()
+    }
+
     /// The last `can_transmit` found the TX ring full: the stack has data it
     /// cannot send until a completion (interrupt) or the tick frees a slot, so
     /// polling again before then would only spin.
-    /// The device has handed back something (a received frame or a TX
-    /// completion), or frames are still in flight: a pass has work to do.
-    pub fn has_work(&mut self) -> bool {
-        self.stats.tx.in_flight() > 0
-            || self.raw.poll_receive().is_some()
-            || self.raw.poll_transmit().is_some()
-    }
-
     pub fn tx_blocked(&self) -> bool {
         self.tx_full
     }
