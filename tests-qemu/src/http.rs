@@ -8,7 +8,8 @@
 //!   malformed input and slow clients. Every read is bounded by a timeout.
 //! - [`Stats`]: `/api/stats.json` parsed with `serde_json`, every counter checked
 //!   to be present and a `u64`.
-//! - [`site_file`], [`etag_of`], [`gunzip`], [`gzip_best`]: what the baked site
+//! - [`site_file`], [`etag_of`], [`gunzip`], [`gzip_best`], [`unbrotli`],
+//!   [`brotli_best`]: what the baked site
 //!   should serve, computed from `kernel/site/` on the host.
 //!
 //! Every loop here is bounded in count and time; every wait has a deadline.
@@ -690,9 +691,39 @@ pub fn gzip_best(bytes: &[u8]) -> Vec<u8> {
     enc.finish().expect("gzip into memory")
 }
 
+/// Decompresses a brotli body.
+pub fn unbrotli(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    brotli::BrotliDecompress(&mut &bytes[..], &mut out)
+        .map_err(|e| format!("not valid brotli ({} bytes): {e}", bytes.len()))?;
+    Ok(out)
+}
+
+/// brotli at quality 11, window 22, as the kernel's build script makes the
+/// variants (the encoder is deterministic, so these are the baked bytes).
+pub fn brotli_best(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let params = brotli::enc::BrotliEncoderParams {
+        quality: 11,
+        lgwin: 22,
+        ..Default::default()
+    };
+    brotli::BrotliCompress(&mut &bytes[..], &mut out, &params).expect("brotli into memory");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn brotli_round_trip() {
+        let data = b"a brotli round trip, a brotli round trip".repeat(20);
+        let packed = brotli_best(&data);
+        assert!(packed.len() < data.len());
+        assert_eq!(unbrotli(&packed).unwrap(), data);
+        assert!(unbrotli(b"not brotli").is_err());
+    }
 
     #[test]
     fn parses_pipelined_responses_with_head_and_304() {

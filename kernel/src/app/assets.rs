@@ -3,34 +3,80 @@
 //! The server's own pages (`kernel/builtin/`, e.g. the status page) are baked
 //! the same way into [`BUILTIN`], whatever site is baked.
 
+/// A precompressed representation of an asset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant {
+    pub body: &'static [u8],
+    /// Its own strong ETag: a different representation needs a different
+    /// validator.
+    pub etag: &'static str,
+}
+
 /// One servable file. Bodies live in the kernel image and are never copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Asset {
     /// URL path, e.g. `/index.html`; `X/index.html` is also listed as `X/`.
     pub path: &'static str,
     pub body: &'static [u8],
-    /// Precompressed gzip, present only for text-like types where it is smaller.
-    pub gzip: Option<&'static [u8]>,
-    /// By extension; text types carry `; charset=utf-8`.
-    pub content_type: &'static str,
     /// Strong ETag of `body`: `"` + 16 hex digits of its 64-bit FNV-1a hash + `"`.
     pub etag: &'static str,
-    /// Strong ETag of the gzip variant (a different representation, so a
-    /// different validator); present exactly when `gzip` is.
-    pub gzip_etag: Option<&'static str>,
+    /// gzip variant, present only where it is smaller than `body`.
+    pub gzip: Option<Variant>,
+    /// brotli variant, present only where it is smaller than `body`.
+    pub br: Option<Variant>,
+    /// By extension (text types carry `; charset=utf-8`), unless `_headers`
+    /// set another.
+    pub content_type: &'static str,
+    /// [`IMMUTABLE`](super::asset_meta::IMMUTABLE) for fingerprinted names,
+    /// else [`REVALIDATE`](super::asset_meta::REVALIDATE), unless `_headers`
+    /// set another or detached it.
+    pub cache_control: Option<&'static str>,
+    /// The other fields `_headers` gives this path, in order.
+    pub headers: &'static [(&'static str, &'static str)],
 }
 
+impl Asset {
+    /// The representations this asset has, with their sizes, identity first.
+    pub fn codings(&self) -> impl Iterator<Item = (Coding, &'static [u8], &'static str)> {
+        let identity = (Coding::Identity, self.body, self.etag);
+        let gzip = self.gzip.map(|v| (Coding::Gzip, v.body, v.etag));
+        let br = self.br.map(|v| (Coding::Br, v.body, v.etag));
+        core::iter::once(identity).chain(gzip).chain(br)
+    }
+
+    pub fn has_variants(&self) -> bool {
+        self.gzip.is_some() || self.br.is_some()
+    }
+}
+
+/// One `_redirects` rule (see `site_rules`), checked when the site was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redirect {
+    pub from: &'static str,
+    pub to: &'static str,
+    pub status: u16,
+    /// Applies even where a file exists (`!`).
+    pub force: bool,
+}
+
+const _: () = assert!(super::asset_meta::MAX_RULE_HEADER_BYTES <= RESPONSE_EXTRA_FIELDS);
+
+use crate::http::Coding;
+use crate::http::limits::RESPONSE_EXTRA_FIELDS;
+
 mod baked {
-    use super::Asset;
+    #[allow(unused_imports)] // a site without compressible files has no Variant
+    use super::{Asset, Redirect, Variant};
     include!(concat!(env!("OUT_DIR"), "/site.rs"));
 }
 
 mod builtin {
-    use super::Asset;
+    #[allow(unused_imports)]
+    use super::{Asset, Variant};
     include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 }
 
-pub use baked::{ASSETS, BAKED_FROM};
+pub use baked::{ASSETS, BAKED_FROM, REDIRECTS};
 /// The server's own pages, from `kernel/builtin/`, sorted by path.
 pub use builtin::{ASSETS as BUILTIN, BAKED_FROM as BUILTIN_FROM};
 
@@ -48,7 +94,7 @@ pub fn lookup(path: &str) -> Option<&'static Asset> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::asset_meta;
+    use crate::app::{asset_meta, site_rules};
     use std::io::Read;
 
     /// The tests below describe the default site; a custom one only gets the
@@ -81,19 +127,49 @@ mod tests {
                 a.etag,
                 format!("\"{:016x}\"", asset_meta::etag_hash(a.body))
             );
-            assert_eq!(a.content_type, asset_meta::content_type(&file));
-            assert_eq!(a.gzip.is_some(), a.gzip_etag.is_some());
-            if let (Some(gz), Some(etag)) = (a.gzip, a.gzip_etag) {
-                assert!(gz.len() < a.body.len(), "{}: gzip not smaller", a.path);
-                assert_eq!(etag, format!("\"{:016x}\"", asset_meta::etag_hash(gz)));
-                assert_ne!(etag, a.etag);
+            // Type, cache policy and rule headers as the site's `_headers`
+            // resolves them over the defaults.
+            let rules = std::fs::read_to_string(format!("{baked_from}/_headers"))
+                .map(|text| site_rules::parse_headers(&text).unwrap())
+                .unwrap_or_default();
+            let cache = if asset_meta::is_fingerprinted(a.path) {
+                asset_meta::IMMUTABLE
+            } else {
+                asset_meta::REVALIDATE
+            };
+            let resolved =
+                site_rules::resolve_headers(&rules, a.path, asset_meta::content_type(&file), cache);
+            assert_eq!(Some(a.content_type), resolved.content_type.as_deref());
+            assert_eq!(a.cache_control, resolved.cache_control.as_deref());
+            let fields: Vec<(String, String)> = a
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(fields, resolved.fields, "{}", a.path);
+            for (coding, variant) in [("gzip", a.gzip), ("br", a.br)] {
+                let Some(v) = variant else { continue };
+                assert!(
+                    v.body.len() < a.body.len(),
+                    "{}: {coding} not smaller",
+                    a.path
+                );
+                assert_eq!(
+                    v.etag,
+                    format!("\"{:016x}\"", asset_meta::etag_hash(v.body))
+                );
+                assert_ne!(v.etag, a.etag);
                 let mut plain = Vec::new();
-                flate2::read::GzDecoder::new(gz)
-                    .read_to_end(&mut plain)
-                    .unwrap();
+                if coding == "gzip" {
+                    flate2::read::MultiGzDecoder::new(v.body)
+                        .read_to_end(&mut plain)
+                        .unwrap();
+                } else {
+                    brotli::BrotliDecompress(&mut &v.body[..], &mut plain).unwrap();
+                }
                 assert!(
                     plain == a.body,
-                    "{}: gzip does not decompress to the body",
+                    "{}: {coding} does not decompress to the body",
                     a.path
                 );
             }
@@ -220,6 +296,28 @@ mod tests {
         assert_eq!(ct("/a.wasm"), "application/wasm");
         assert_eq!(ct("/a.woff2"), "font/woff2");
         assert_eq!(ct("/a.bin"), "application/octet-stream");
+        for (ext, want) in [
+            ("avif", "image/avif"),
+            ("webp", "image/webp"),
+            ("woff", "font/woff"),
+            ("ttf", "font/ttf"),
+            ("otf", "font/otf"),
+            ("pdf", "application/pdf"),
+            ("mp4", "video/mp4"),
+            ("webm", "video/webm"),
+            ("ogg", "audio/ogg"),
+            ("mp3", "audio/mpeg"),
+            ("wav", "audio/wav"),
+            ("webmanifest", "application/manifest+json"),
+            ("map", "application/json"),
+            ("csv", "text/csv; charset=utf-8"),
+            ("ics", "text/calendar; charset=utf-8"),
+            ("md", "text/markdown; charset=utf-8"),
+            ("mjs", "text/javascript; charset=utf-8"),
+            ("xml", "text/xml; charset=utf-8"),
+        ] {
+            assert_eq!(ct(&format!("/f.{ext}")), want, "{ext}");
+        }
         assert_eq!(ct("/a.unknown"), "application/octet-stream");
         assert_eq!(ct("/noext"), "application/octet-stream");
         assert_eq!(ct("/.html"), "application/octet-stream");
@@ -254,6 +352,39 @@ mod tests {
     }
 
     #[test]
+    fn fingerprinted_names() {
+        let f = asset_meta::is_fingerprinted;
+        for yes in [
+            "/app.3f2a9c1b.js",
+            "/assets/app.5f3c9e1a.js",
+            "/chunk-5XJ2K7QH.css",
+            "/main.0123456789abcdef0123.css",
+            "/a/b/vendor-A1B2C3D4.mjs",
+            "/img.5f3c9e1a.png",
+        ] {
+            assert!(f(yes), "{yes}");
+        }
+        for no in [
+            "/app.js",
+            "/app.settings.js",
+            "/deadbeef.js",
+            "/app.deadbeef.js",
+            "/app.12345678.js",
+            "/MainPage.js",
+            "/app-MainPage.js",
+            "/index-DiwrgTda.js",
+            "/app.3f2a9c1.js",
+            "/app.3F2A9c1b.js",
+            "/.3f2a9c1b.js",
+            "/app.3f2a9c1b",
+            "/3f2a9c1b/app.js",
+            "/a.3f2a9c1b3f2a9c1b3f2a9c1b3f2a9c1b3f2a9c1b3f2a9c1b3f2a9c1b3f2a9c1b1.js",
+        ] {
+            assert!(!f(no), "{no}");
+        }
+    }
+
+    #[test]
     fn etag_hash_is_fnv1a() {
         assert_eq!(asset_meta::etag_hash(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(asset_meta::etag_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
@@ -261,26 +392,77 @@ mod tests {
 
     #[test]
     fn lookup_in_custom_table() {
-        static TABLE: &[Asset] = &[
+        const fn plain(path: &'static str, body: &'static [u8], etag: &'static str) -> Asset {
             Asset {
-                path: "/a",
-                body: b"A",
+                path,
+                body,
+                etag,
                 gzip: None,
+                br: None,
                 content_type: "text/plain",
-                etag: "\"1\"",
-                gzip_etag: None,
-            },
-            Asset {
-                path: "/b",
-                body: b"B",
-                gzip: None,
-                content_type: "text/plain",
-                etag: "\"2\"",
-                gzip_etag: None,
-            },
-        ];
+                cache_control: None,
+                headers: &[],
+            }
+        }
+        static TABLE: &[Asset] = &[plain("/a", b"A", "\"1\""), plain("/b", b"B", "\"2\"")];
         assert_eq!(lookup_in(TABLE, "/b").unwrap().body, b"B");
         assert!(lookup_in(TABLE, "/c").is_none());
         assert!(lookup_in(&[], "/a").is_none());
+    }
+
+    /// What the default site shows: every rule kind of `_headers` and
+    /// `_redirects`, a sidecar variant, `.well-known/`, a fingerprinted asset.
+    #[test]
+    fn default_site_rules_and_special_files() {
+        if !default_site() {
+            return;
+        }
+        for hidden in ["/_headers", "/_redirects"] {
+            assert!(lookup(hidden).is_none(), "{hidden} must not be served");
+        }
+        let security = lookup("/.well-known/security.txt").expect(".well-known is baked");
+        assert_eq!(security.content_type, "text/plain; charset=utf-8");
+        assert!(
+            !security
+                .headers
+                .iter()
+                .any(|(n, _)| *n == "Referrer-Policy"),
+            "detached"
+        );
+        let notes = lookup("/docs/notes.txt").unwrap();
+        let sidecar = std::fs::read(format!("{BAKED_FROM}/docs/notes.txt.gz")).unwrap();
+        assert!(
+            notes.gzip.unwrap().body == &sidecar[..],
+            "the shipped .gz is the gzip variant"
+        );
+        assert!(notes.br.is_some(), "brotli made by the build");
+        assert!(
+            lookup("/docs/notes.txt.gz").is_some(),
+            "the sidecar is served too (nginx)"
+        );
+        let js = lookup("/assets/app.5f3c9e1a.js").unwrap();
+        assert_eq!(js.cache_control, Some(asset_meta::IMMUTABLE));
+        assert_eq!(
+            lookup("/index.html").unwrap().cache_control,
+            Some(asset_meta::REVALIDATE)
+        );
+        let clip = lookup("/media/clip.webm").unwrap();
+        assert_eq!(clip.content_type, "video/webm");
+        assert_eq!(clip.cache_control, Some("public, max-age=3600"));
+        assert!(clip.gzip.is_none() && clip.br.is_none());
+        let docs = lookup("/docs/").unwrap();
+        assert!(docs.headers.contains(&("X-Frame-Options", "DENY")));
+        assert!(
+            docs.headers
+                .contains(&("X-Content-Type-Options", "nosniff"))
+        );
+        assert!(lookup("/404.html").is_some());
+        assert!(lookup("/index.html").unwrap().br.is_some());
+        assert!(
+            REDIRECTS
+                .iter()
+                .any(|r| r.status == 200 && r.to == "/index.html")
+        );
+        assert_eq!(REDIRECTS.len(), 5);
     }
 }

@@ -4,8 +4,11 @@
 //!   directory into a sorted table of path, body, gzip variant, content type, ETag),
 //!   and the built-in pages (`kernel/builtin/`, baked the same way whatever the
 //!   site); [`asset_meta`] holds the rules `build.rs` and the kernel share.
-//! - [`site`]: serves that table: `GET`/`HEAD`, `If-None-Match` → 304, gzip
-//!   negotiation, 404.
+//! - [`site`]: serves that table: `GET`/`HEAD`, `If-None-Match` → 304,
+//!   brotli/gzip negotiation, byte ranges, directory redirects, the site's
+//!   `_redirects` rules and its `404.html`.
+//! - [`site_rules`] and [`pattern`]: the `_headers` / `_redirects` syntax,
+//!   parsed by `build.rs` (which includes both files) and matched here.
 //! - [`routes`]: `/health`, `/api/stats.json`, `/metrics`,
 //!   `/api/requests.json` and `/status` before the site; counts every response
 //!   into [`stats`] and records it in [`requests`].
@@ -19,10 +22,15 @@
 
 pub mod asset_meta;
 pub mod assets;
+pub mod pattern;
 pub mod requests;
 pub mod routes;
 pub mod site;
+pub mod site_rules;
 pub mod stats;
+
+#[cfg(test)]
+mod site_build_tests;
 
 pub use crate::http::{Body, Exchange, Handler, Method, Request, Response};
 pub use assets::Asset;

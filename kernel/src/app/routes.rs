@@ -148,17 +148,11 @@ pub fn health(state: Result<(), &str>) -> Response {
 mod tests {
     use super::*;
     use crate::app::requests::{self, State};
-    use crate::http::Method;
     use crate::http::test_support::parse_responses;
     use crate::http::{Action, Conn};
 
     fn get(path: &str) -> Request<'_> {
-        Request {
-            method: Method::Get,
-            path,
-            accept_gzip: false,
-            if_none_match: None,
-        }
+        Request::get(path)
     }
 
     fn routes<'a>(stats: &'a mut Stats, requests: &'a mut RequestLog) -> Routes<'a> {
@@ -325,11 +319,13 @@ mod tests {
             ..get("/status")
         });
         assert_eq!(r.status, 304);
+        let mut accept = crate::http::AcceptEncoding::default();
+        accept.add(b"gzip");
         let r = routes.handle(&Request {
-            accept_gzip: true,
+            accept_encoding: accept,
             ..get("/status")
         });
-        assert!(r.content_encoding_gzip);
+        assert_eq!(r.content_encoding, crate::http::Coding::Gzip);
         // Only `/status`: the built-in table is not a second site.
         assert_eq!(routes.handle(&get("/status.html")).status, {
             if routes.site.lookup("/status.html").is_some() {

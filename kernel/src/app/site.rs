@@ -1,22 +1,35 @@
-//! Serves an asset table: `GET`/`HEAD` of a known path, `If-None-Match` → 304,
-//! the gzip variant when the client accepts it, 404 otherwise.
+//! Serves an asset table the way nginx and Caddy serve a directory, with the
+//! site's own rules on top (Netlify / Cloudflare Pages conventions):
 //!
-//! Every asset response carries `Cache-Control: no-cache` (caches may store it but
-//! must revalidate, which the strong ETag makes a cheap 304), and `Vary:
-//! Accept-Encoding` when the asset has a gzip variant. The gzip variant has its own
-//! ETag: it is a different representation, so it needs a different strong
-//! validator.
+//! 1. A file at the path is served: the representation `Accept-Encoding`
+//!    prefers (brotli, gzip, identity; each with its own strong ETag, `Vary:
+//!    Accept-Encoding` when there is a choice), `If-None-Match` → 304, then
+//!    `Range` → 206 / 416 (`If-Range` must name the selected representation's
+//!    ETag). Every asset response has `Accept-Ranges: bytes`, the asset's
+//!    `Cache-Control` and its `_headers` fields.
+//! 2. A path without a trailing slash whose directory has an `index.html`
+//!    answers 301 to the path with the slash, query kept (nginx, Caddy).
+//! 3. Otherwise the first `_redirects` rule that matches applies; rules marked
+//!    `!` apply before 1 and 2 (Netlify's shadowing). A pattern without a
+//!    trailing slash also matches the path with one.
+//! 4. Otherwise `404.html` at the site root with status 404, or a plain 404.
 
-use super::assets::{self, Asset};
+use super::assets::{self, Asset, Redirect};
+use super::pattern::{self, Captures};
+use crate::http::range::{self, ContentRange, Ranges};
 use crate::http::response::{self, status};
-use crate::http::{Body, Exchange, Handler, Request, Response};
+use crate::http::{Body, Coding, Exchange, Handler, Request, Response};
+use alloc::string::String;
 
-/// `Cache-Control` of every asset.
-pub const ASSET_CACHE_CONTROL: &str = "no-cache";
+/// The page a missing path gets, if the site has one.
+pub const NOT_FOUND_PAGE: &str = "/404.html";
 
 #[derive(Debug, Clone, Copy)]
 pub struct Site {
     assets: &'static [Asset],
+    redirects: &'static [Redirect],
+    /// Some rule applies even where a file exists.
+    forced: bool,
 }
 
 impl Default for Site {
@@ -25,53 +38,231 @@ impl Default for Site {
     }
 }
 
+/// What a path names before any rule applies.
+enum Found {
+    File(&'static Asset),
+    /// `path/` is a directory index: redirect to it.
+    Directory,
+    Nothing,
+}
+
 impl Site {
-    /// The site baked in at build time.
+    /// The site baked in at build time, with its rules.
     pub fn baked() -> Site {
-        Site {
-            assets: assets::ASSETS,
-        }
+        Site::with_rules(assets::ASSETS, assets::REDIRECTS)
     }
 
-    /// Any table sorted by path (tests).
+    /// Any table sorted by path, without rules.
     pub fn new(assets: &'static [Asset]) -> Site {
-        Site { assets }
+        Site::with_rules(assets, &[])
+    }
+
+    pub fn with_rules(assets: &'static [Asset], redirects: &'static [Redirect]) -> Site {
+        Site {
+            assets,
+            redirects,
+            forced: redirects.iter().any(|r| r.force),
+        }
     }
 
     pub fn lookup(&self, path: &str) -> Option<&'static Asset> {
         assets::lookup_in(self.assets, path)
     }
 
+    fn find(&self, path: &str) -> Found {
+        if let Some(asset) = self.lookup(path) {
+            return Found::File(asset);
+        }
+        if !path.ends_with('/') {
+            let mut dir = String::with_capacity(path.len() + 1);
+            dir.push_str(path);
+            dir.push('/');
+            if self.lookup(&dir).is_some() {
+                return Found::Directory;
+            }
+        }
+        Found::Nothing
+    }
+
     pub fn respond(&self, req: &Request) -> Response {
-        let Some(asset) = self.lookup(req.path) else {
-            return response::error(status::NOT_FOUND);
-        };
-        let (body, etag, gzip) = match (req.accept_gzip, asset.gzip, asset.gzip_etag) {
-            (true, Some(gz), Some(gz_etag)) => (gz, gz_etag, true),
-            _ => (asset.body, asset.etag, false),
-        };
-        let not_modified = req
-            .if_none_match
-            .is_some_and(|field| if_none_match_matches(field, etag));
-        Response {
-            status: if not_modified {
-                status::NOT_MODIFIED
-            } else {
-                status::OK
-            },
-            content_type: (!not_modified).then_some(asset.content_type),
-            etag: Some(etag),
-            content_encoding_gzip: gzip && !not_modified,
-            vary_accept_encoding: asset.gzip.is_some(),
-            cache_control: Some(ASSET_CACHE_CONTROL),
-            allow: None,
-            body: if not_modified {
-                Body::Empty
-            } else {
-                Body::Static(body)
-            },
+        let found = self.find(req.path);
+        let shadowed = !matches!(found, Found::Nothing);
+        if !shadowed || self.forced {
+            for rule in self.redirects {
+                if shadowed && !rule.force {
+                    continue;
+                }
+                let mut caps = Captures::default();
+                if rule_matches(rule.from, req.path, &mut caps) {
+                    return self.apply(rule, &caps, req);
+                }
+            }
+        }
+        match found {
+            Found::File(asset) => serve(asset, req),
+            Found::Directory => {
+                let mut location = String::with_capacity(req.path.len() + 2);
+                location.push_str(req.path);
+                location.push('/');
+                redirect(status::MOVED_PERMANENTLY, location, req.query)
+            }
+            Found::Nothing => self.not_found(req),
         }
     }
+
+    fn apply(&self, rule: &Redirect, caps: &Captures<'_, '_>, req: &Request) -> Response {
+        let encode = !matches!(rule.status, status::OK | status::NOT_FOUND);
+        let mut target = String::new();
+        if pattern::substitute(rule.to, caps, encode, &mut target).is_err() {
+            return response::error(status::INTERNAL_ERROR);
+        }
+        match rule.status {
+            status::OK => match self.lookup(&target) {
+                Some(asset) => serve(asset, req),
+                None => self.not_found(req),
+            },
+            status::NOT_FOUND => match self.lookup(&target) {
+                Some(page) => error_page(page, status::NOT_FOUND, req),
+                None => self.not_found(req),
+            },
+            code => {
+                let query = if target.contains('?') {
+                    None
+                } else {
+                    req.query
+                };
+                redirect(code, target, query)
+            }
+        }
+    }
+
+    fn not_found(&self, req: &Request) -> Response {
+        match self.lookup(NOT_FOUND_PAGE) {
+            Some(page) => error_page(page, status::NOT_FOUND, req),
+            None => response::error(status::NOT_FOUND),
+        }
+    }
+}
+
+/// `pattern` matches `path`, or `path` without its trailing slash (Netlify
+/// normalizes it) when the pattern has none.
+fn rule_matches<'p, 'a>(pattern: &'p str, path: &'a str, caps: &mut Captures<'p, 'a>) -> bool {
+    if pattern::matches(pattern, path, caps) {
+        return true;
+    }
+    match path.strip_suffix('/') {
+        Some(trimmed) if !trimmed.is_empty() && !pattern.ends_with('/') => {
+            pattern::matches(pattern, trimmed, caps)
+        }
+        _ => false,
+    }
+}
+
+/// A redirect to `location` (with `?query` appended when given), empty body.
+fn redirect(code: u16, mut location: String, query: Option<&str>) -> Response {
+    if let Some(q) = query {
+        location.push('?');
+        location.push_str(q);
+    }
+    Response {
+        location: Some(location),
+        ..Response::new(code, None, Body::Empty)
+    }
+}
+
+/// The representation of `asset` the request prefers: coding, body, ETag.
+fn select(asset: &'static Asset, req: &Request) -> (Coding, &'static [u8], &'static str) {
+    let mut available = [(Coding::Identity, 0usize); 3];
+    let mut n = 0usize;
+    for (coding, body, _) in asset.codings() {
+        if let Some(slot) = available.get_mut(n) {
+            *slot = (coding, body.len());
+            n += 1;
+        }
+    }
+    let chosen = req
+        .accept_encoding
+        .choose(available.get(..n).unwrap_or_default());
+    asset
+        .codings()
+        .find(|(coding, _, _)| *coding == chosen)
+        .unwrap_or((Coding::Identity, asset.body, asset.etag))
+}
+
+/// The fields every response about `asset` carries.
+fn asset_response(asset: &'static Asset, code: u16, coding: Coding, body: Body) -> Response {
+    Response {
+        content_encoding: coding,
+        vary_accept_encoding: asset.has_variants(),
+        cache_control: asset.cache_control,
+        headers: asset.headers,
+        ..Response::new(code, Some(asset.content_type), body)
+    }
+}
+
+/// `asset` with status 200, 206, 304 or 416.
+fn serve(asset: &'static Asset, req: &Request) -> Response {
+    let (coding, body, etag) = select(asset, req);
+    let not_modified = req
+        .if_none_match
+        .is_some_and(|field| if_none_match_matches(field, etag));
+    if not_modified {
+        return Response {
+            content_type: None,
+            content_encoding: Coding::Identity,
+            etag: Some(etag),
+            ..asset_response(asset, status::NOT_MODIFIED, coding, Body::Empty)
+        };
+    }
+    let ranges = match req.range {
+        Some(value) if range::if_range_allows(req.if_range, etag) => {
+            range::evaluate(value, body.len() as u64)
+        }
+        _ => Ranges::Ignore,
+    };
+    let complete = body.len() as u64;
+    let mut resp = match ranges {
+        Ranges::Ignore => asset_response(asset, status::OK, coding, Body::Static(body)),
+        Ranges::Unsatisfiable => Response {
+            content_range: Some(ContentRange::Unsatisfied { complete }),
+            headers: asset.headers,
+            ..response::error(status::RANGE_NOT_SATISFIABLE)
+        },
+        Ranges::Satisfiable(list) => match list.as_slice() {
+            [one] => Response {
+                content_range: Some(ContentRange::Bytes {
+                    range: *one,
+                    complete,
+                }),
+                ..asset_response(
+                    asset,
+                    status::PARTIAL_CONTENT,
+                    coding,
+                    Body::Static(one.slice(body)),
+                )
+            },
+            many => {
+                let boundary = etag.trim_matches('"');
+                let parts = range::multipart_body(body, many, asset.content_type, boundary);
+                Response {
+                    multipart_boundary: Some(boundary),
+                    ..asset_response(asset, status::PARTIAL_CONTENT, coding, parts)
+                }
+            }
+        },
+    };
+    if resp.status != status::RANGE_NOT_SATISFIABLE {
+        resp.etag = Some(etag);
+    }
+    resp.accept_ranges = true;
+    resp
+}
+
+/// `page` as the body of an error status: negotiated coding, no validators, no
+/// ranges (the page stands in for a resource that does not exist).
+fn error_page(page: &'static Asset, code: u16, req: &Request) -> Response {
+    let (coding, body, _) = select(page, req);
+    asset_response(page, code, coding, Body::Static(body))
 }
 
 impl Handler for Site {
@@ -114,100 +305,4 @@ pub fn if_none_match_matches(field: &str, etag: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::http::Method;
-
-    static TABLE: &[Asset] = &[
-        Asset {
-            path: "/",
-            body: b"<html>index</html>",
-            gzip: Some(b"GZ"),
-            content_type: "text/html; charset=utf-8",
-            etag: "\"aaaa\"",
-            gzip_etag: Some("\"gggg\""),
-        },
-        Asset {
-            path: "/img.png",
-            body: b"PNG",
-            gzip: None,
-            content_type: "image/png",
-            etag: "\"pppp\"",
-            gzip_etag: None,
-        },
-    ];
-
-    fn get<'a>(path: &'a str, gzip: bool, inm: Option<&'a str>) -> Request<'a> {
-        Request {
-            method: Method::Get,
-            path,
-            accept_gzip: gzip,
-            if_none_match: inm,
-        }
-    }
-
-    #[test]
-    fn serves_identity_and_gzip() {
-        let site = Site::new(TABLE);
-        let r = site.respond(&get("/", false, None));
-        assert_eq!(r.status, 200);
-        assert_eq!(r.body, Body::Static(b"<html>index</html>"));
-        assert_eq!(r.etag, Some("\"aaaa\""));
-        assert!(!r.content_encoding_gzip && r.vary_accept_encoding);
-        assert_eq!(r.cache_control, Some("no-cache"));
-        assert_eq!(r.content_type, Some("text/html; charset=utf-8"));
-        let r = site.respond(&get("/", true, None));
-        assert_eq!(r.body, Body::Static(b"GZ"));
-        assert_eq!(r.etag, Some("\"gggg\""));
-        assert!(r.content_encoding_gzip && r.vary_accept_encoding);
-        // No gzip variant: identity, no Vary.
-        let r = site.respond(&get("/img.png", true, None));
-        assert_eq!(r.body, Body::Static(b"PNG"));
-        assert!(!r.content_encoding_gzip && !r.vary_accept_encoding);
-    }
-
-    #[test]
-    fn not_found() {
-        let r = Site::new(TABLE).respond(&get("/missing", true, None));
-        assert_eq!(r.status, 404);
-        assert!(!r.body.is_empty());
-    }
-
-    #[test]
-    fn conditional_requests() {
-        let site = Site::new(TABLE);
-        let status = |gzip, inm| site.respond(&get("/", gzip, Some(inm))).status;
-        assert_eq!(status(false, "\"aaaa\""), 304);
-        assert_eq!(status(false, "W/\"aaaa\""), 304);
-        assert_eq!(status(false, "\"x\", \"aaaa\""), 304);
-        assert_eq!(status(false, "*"), 304);
-        assert_eq!(
-            status(false, "\"gggg\""),
-            200,
-            "the gzip tag is another representation"
-        );
-        assert_eq!(status(true, "\"gggg\""), 304);
-        assert_eq!(status(true, "\"aaaa\""), 200);
-        assert_eq!(status(false, "aaaa"), 200);
-        assert_eq!(status(false, "\"aaaa"), 200);
-        assert_eq!(status(false, ""), 200);
-        let r = site.respond(&get("/", true, Some("\"gggg\"")));
-        assert_eq!(r.body, Body::Empty);
-        assert_eq!(r.etag, Some("\"gggg\""));
-        assert!(r.vary_accept_encoding && !r.content_encoding_gzip);
-        assert_eq!(r.content_type, None);
-        // `*` on a missing path is still 404.
-        assert_eq!(site.respond(&get("/missing", false, Some("*"))).status, 404);
-    }
-
-    #[test]
-    fn etag_lists() {
-        assert!(if_none_match_matches(" * ", "\"a\""));
-        assert!(if_none_match_matches("\"b\",W/\"a\"", "\"a\""));
-        assert!(if_none_match_matches(",, \"a\" ,", "\"a\""));
-        assert!(!if_none_match_matches("\"a,b\"", "\"a\""));
-        assert!(!if_none_match_matches("\"b\" junk \"a\"", "\"a\""));
-        assert!(!if_none_match_matches("W/", "\"a\""));
-        assert!(!if_none_match_matches("\"", "\"a\""));
-    }
-}
+mod tests;

@@ -338,6 +338,10 @@ impl Conn {
         }
         let may_complete = src.contains(&b'\n') || !line_was_done;
         if self.scan.is_done() && may_complete {
+            if let Some(line) = self.input.get_mut(..end) {
+                parse::normalize_minor_version(line);
+            }
+            let buffered = self.input.get(..end).unwrap_or_default();
             match parse::parse_head(buffered, &mut self.path, &self.limits) {
                 Outcome::Partial => {}
                 Outcome::Reject(reject) => {
@@ -455,13 +459,13 @@ impl Conn {
             out,
         );
         if self.head_sent >= self.head_len {
-            let body = self
-                .body
-                .as_slice()
-                .get(..self.body_len)
-                .unwrap_or_default();
+            let room = self.body_len.saturating_sub(self.body_sent);
             let rest = out.get_mut(n..).unwrap_or_default();
-            n = n.saturating_add(copy_from(body, &mut self.body_sent, rest));
+            let rest_len = rest.len().min(room);
+            let rest = rest.get_mut(..rest_len).unwrap_or_default();
+            let copied = self.body.copy_at(self.body_sent, rest);
+            self.body_sent = self.body_sent.saturating_add(copied);
+            n = n.saturating_add(copied);
         }
         if n > 0 {
             self.since = now;

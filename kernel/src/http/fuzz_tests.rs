@@ -67,7 +67,14 @@ const TOKENS: &[&str] = &[
     "Connection: close",
     "Connection: keep-alive",
     "Accept-Encoding: gzip;q=0",
+    "Accept-Encoding: br;q=0.5, gzip, identity;q=0",
     "If-None-Match: *",
+    "Range: bytes=0-1,5-",
+    "Range: bytes=-3",
+    "Range: bytes=99999999999999999999-",
+    "If-Range: \"r\"",
+    "/ranged",
+    "HTTP/1.2",
     ":",
     " folded",
     "abc",
@@ -76,11 +83,40 @@ const TOKENS: &[&str] = &[
 
 fn valid_request(rng: &mut Rng) -> Vec<u8> {
     let method = *rng.pick(&["GET", "HEAD", "GET", "POST"]);
-    let path = *rng.pick(&["/", "/owned", "/304", "/missing", "http://h/owned?x"]);
-    let version = *rng.pick(&["HTTP/1.1", "HTTP/1.1", "HTTP/1.0"]);
+    let path = *rng.pick(&[
+        "/",
+        "/owned",
+        "/304",
+        "/missing",
+        "http://h/owned?x",
+        "/ranged",
+        "/ranged",
+    ]);
+    let version = *rng.pick(&["HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "HTTP/1.3"]);
     let mut r = alloc::format!("{method} {path} {version}\r\nHost: h\r\n");
     if rng.chance(3) {
-        r.push_str("Accept-Encoding: gzip, br\r\n");
+        let value = *rng.pick(&["gzip, br", "br;q=0.1, gzip;q=0.2", "*;q=0", "identity"]);
+        r.push_str(&alloc::format!("Accept-Encoding: {value}\r\n"));
+    }
+    if rng.chance(2) {
+        let a = rng.below(40);
+        let b = a + rng.below(40);
+        let value = match rng.below(6) {
+            0 => alloc::format!("bytes={a}-{b}"),
+            1 => alloc::format!("bytes={a}-"),
+            2 => alloc::format!("bytes=-{b}"),
+            3 => alloc::format!("bytes={a}-{a},{b}-"),
+            4 => alloc::format!("bytes=0-0,{}-{},{b}-", a + 1, a + 1),
+            _ => alloc::format!("bytes={b}-{a}"),
+        };
+        r.push_str(&alloc::format!("Range: {value}\r\n"));
+        if rng.chance(3) {
+            r.push_str(if rng.chance(2) {
+                "If-Range: \"r\"\r\n"
+            } else {
+                "If-Range: \"other\"\r\n"
+            });
+        }
     }
     if rng.chance(4) {
         r.push_str("Connection: close\r\n");
@@ -248,7 +284,10 @@ fn check_framing(wire: &[u8], app: &TestApp, action: Action) -> usize {
         };
         let code = resp.code.unwrap_or(0);
         assert!(
-            [200, 304, 400, 404, 405, 408, 413, 414, 431, 500, 501, 505].contains(&code),
+            [
+                200, 206, 304, 400, 404, 405, 408, 413, 414, 416, 431, 500, 501, 505
+            ]
+            .contains(&code),
             "unexpected status {code}"
         );
         let find = |name: &str| {
@@ -280,6 +319,14 @@ fn check_framing(wire: &[u8], app: &TestApp, action: Action) -> usize {
         if rest.len() < head_len + body {
             assert_eq!(action, Action::Abort, "truncated response without abort");
             return index;
+        }
+        if let Some(boundary) =
+            find("content-type").and_then(|ct| ct.strip_prefix("multipart/byteranges; boundary="))
+            && body > 0
+        {
+            let payload = &rest[head_len..head_len + body];
+            assert!(payload.starts_with(alloc::format!("--{boundary}\r\n").as_bytes()));
+            assert!(payload.ends_with(alloc::format!("\r\n--{boundary}--\r\n").as_bytes()));
         }
         rest = &rest[head_len + body..];
         index += 1;
@@ -324,7 +371,8 @@ fn random_input_never_panics_and_yields_valid_responses() {
     }
     assert_eq!(cases, STRATEGIES * CASES_PER_STRATEGY);
     // The generators reach the interesting outcomes.
-    for s in [200, 304, 400, 404, 405, 413, 414, 431, 501, 505] {
+    for s in [200, 206, 304, 400, 404, 405, 413, 414, 416, 431, 501, 505] {
         assert!(statuses[s] > 0, "no case produced {s}");
     }
+    assert!(statuses[206] > 300, "ranges reached: {}", statuses[206]);
 }

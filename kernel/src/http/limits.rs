@@ -29,8 +29,15 @@ pub const MIN_HEAD: usize = 64;
 pub const MAX_METHOD: usize = 32;
 /// Longest HTTP-version token before the line must end.
 pub const MAX_VERSION: usize = 16;
-/// Size of a connection's response-head buffer.
-pub const RESPONSE_HEAD_CAP: usize = 512;
+/// Size of a connection's response-head buffer: room for the fixed fields, a
+/// `Location` as long as the longest target (a directory redirect echoes path
+/// and query) and [`RESPONSE_EXTRA_FIELDS`].
+pub const RESPONSE_HEAD_CAP: usize = 4096;
+/// Bytes of the head the fixed fields (status line, `Server`, `Content-*`,
+/// `ETag`, `Cache-Control`, ...) take at most, for the budget below.
+pub const RESPONSE_FIXED_FIELDS: usize = 1024;
+/// What is left for a handler's extra fields ([`Response::headers`](super::Response::headers)).
+pub const RESPONSE_EXTRA_FIELDS: usize = RESPONSE_HEAD_CAP - RESPONSE_FIXED_FIELDS - MAX_URI - 2;
 
 const _: () = assert!(MAX_URI < MAX_HEAD && MIN_HEAD <= MAX_HEAD);
 const _: () = assert!(MAX_HEADERS <= MAX_HEADERS_CAP);

@@ -11,6 +11,8 @@
 //! - [`limits`]: every size and timeout, as named defaults in [`Limits`].
 //! - [`parse`]: a request head into a validated request or an error status.
 //! - [`response`]: status reasons, the response head formatter, error responses.
+//! - [`range`]: `Range` and `If-Range` (RFC 9110 §14), `multipart/byteranges`.
+//! - [`negotiate`]: `Accept-Encoding` q-values and the codings we can send.
 //! - [`conn`]: the per-connection state machine and its deadlines.
 //!
 //! The interface to the layer above ([`Handler`], [`Request`], [`Response`],
@@ -18,9 +20,14 @@
 //! way: `app` implements what `http` asks for.
 #![forbid(unsafe_code)]
 
+use alloc::string::String;
+use alloc::vec::Vec;
+
 pub mod conn;
 pub mod limits;
+pub mod negotiate;
 pub mod parse;
+pub mod range;
 pub mod response;
 
 #[cfg(test)]
@@ -30,6 +37,7 @@ pub(crate) mod test_support;
 
 pub use conn::{Action, Conn, ConnEvent};
 pub use limits::Limits;
+pub use negotiate::{AcceptEncoding, Coding};
 
 /// Milliseconds since boot: the only clock the HTTP layer knows.
 pub type Millis = u64;
@@ -49,10 +57,32 @@ pub struct Request<'a> {
     /// Percent-decoded path without the query string; starts with `/`, holds no NUL
     /// and no `..` segment. Absolute-form targets are reduced to their path.
     pub path: &'a str,
-    /// `Accept-Encoding` allows gzip (q-values honoured: `gzip;q=0` means no).
-    pub accept_gzip: bool,
+    /// The raw query after `?` (not decoded, without any `#fragment`), if the
+    /// target had one: visible ASCII only, so it can be echoed into `Location`.
+    pub query: Option<&'a str>,
+    /// What `Accept-Encoding` allows, with its q-values.
+    pub accept_encoding: AcceptEncoding,
     /// The raw `If-None-Match` value, if the request had one.
     pub if_none_match: Option<&'a str>,
+    /// The raw `Range` value (the first field, if several).
+    pub range: Option<&'a str>,
+    /// The raw `If-Range` value.
+    pub if_range: Option<&'a str>,
+}
+
+impl<'a> Request<'a> {
+    /// A `GET` of `path` with no optional header (tests, internal rewrites).
+    pub fn get(path: &'a str) -> Request<'a> {
+        Request {
+            method: Method::Get,
+            path,
+            query: None,
+            accept_encoding: AcceptEncoding::default(),
+            if_none_match: None,
+            range: None,
+            if_range: None,
+        }
+    }
 }
 
 /// Where a response body comes from.
@@ -61,8 +91,27 @@ pub enum Body {
     /// Sent by offset straight from the slice (baked assets): never copied.
     Static(&'static [u8]),
     /// A small generated body (`/health`, `/api/stats.json`), dropped once sent.
-    Owned(alloc::vec::Vec<u8>),
+    Owned(Vec<u8>),
+    /// Pieces sent one after the other (`multipart/byteranges`: small generated
+    /// part heads between slices of a baked body).
+    Parts(Vec<Chunk>),
     Empty,
+}
+
+/// One piece of a [`Body::Parts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    Static(&'static [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Static(b) => b,
+            Chunk::Owned(b) => b,
+        }
+    }
 }
 
 impl Body {
@@ -70,6 +119,7 @@ impl Body {
         match self {
             Body::Static(b) => b.len(),
             Body::Owned(b) => b.len(),
+            Body::Parts(parts) => parts.iter().map(|c| c.bytes().len()).sum(),
             Body::Empty => 0,
         }
     }
@@ -78,12 +128,63 @@ impl Body {
         self.len() == 0
     }
 
+    /// Copies the body's bytes from `offset` into `out` as far as they fit and
+    /// the body goes; returns how many were copied.
+    pub fn copy_at(&self, offset: usize, out: &mut [u8]) -> usize {
+        match self {
+            Body::Static(b) => copy_slice_at(b, offset, out),
+            Body::Owned(b) => copy_slice_at(b, offset, out),
+            Body::Empty => 0,
+            Body::Parts(parts) => {
+                let mut skip = offset;
+                let mut copied = 0usize;
+                for chunk in parts {
+                    let bytes = chunk.bytes();
+                    if skip >= bytes.len() {
+                        skip -= bytes.len();
+                        continue;
+                    }
+                    let rest = out.get_mut(copied..).unwrap_or_default();
+                    if rest.is_empty() {
+                        break;
+                    }
+                    copied = copied.saturating_add(copy_slice_at(bytes, skip, rest));
+                    skip = 0;
+                }
+                copied
+            }
+        }
+    }
+
+    /// The bytes of a one-slice body (tests); panics on [`Body::Parts`].
+    #[cfg(test)]
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Body::Static(b) => b,
             Body::Owned(b) => b,
             Body::Empty => &[],
+            Body::Parts(_) => panic!("as_slice on a multipart body"),
         }
+    }
+
+    /// Every byte of the body in one vector (tests and small bodies).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut all = alloc::vec![0; self.len()];
+        let n = self.copy_at(0, &mut all);
+        all.truncate(n);
+        all
+    }
+}
+
+fn copy_slice_at(src: &[u8], offset: usize, out: &mut [u8]) -> usize {
+    let pending = src.get(offset..).unwrap_or_default();
+    let n = pending.len().min(out.len());
+    match (out.get_mut(..n), pending.get(..n)) {
+        (Some(dst), Some(from)) => {
+            dst.copy_from_slice(from);
+            n
+        }
+        _ => 0,
     }
 }
 
@@ -94,13 +195,25 @@ impl Body {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
+    /// Ignored when `multipart_boundary` is set.
     pub content_type: Option<&'static str>,
+    /// `Content-Type: multipart/byteranges; boundary=<this>` (a multi-range 206).
+    pub multipart_boundary: Option<&'static str>,
     pub etag: Option<&'static str>,
-    pub content_encoding_gzip: bool,
+    pub content_encoding: Coding,
     pub vary_accept_encoding: bool,
     pub cache_control: Option<&'static str>,
+    /// `Accept-Ranges: bytes` (site assets).
+    pub accept_ranges: bool,
+    /// `Content-Range` of a 206 with one part, or of a 416.
+    pub content_range: Option<range::ContentRange>,
+    /// `Location` of a redirect.
+    pub location: Option<String>,
     /// `Allow` header (405 responses).
     pub allow: Option<&'static str>,
+    /// More fields, written after the others in this order (a site's
+    /// `_headers` rules).
+    pub headers: &'static [(&'static str, &'static str)],
     pub body: Body,
 }
 
@@ -110,11 +223,16 @@ impl Response {
         Response {
             status,
             content_type,
+            multipart_boundary: None,
             etag: None,
-            content_encoding_gzip: false,
+            content_encoding: Coding::Identity,
             vary_accept_encoding: false,
             cache_control: None,
+            accept_ranges: false,
+            content_range: None,
+            location: None,
             allow: None,
+            headers: &[],
             body,
         }
     }

@@ -16,12 +16,17 @@
 //! - duplicate `Content-Length` fields are 400 even when equal; the value must be
 //!   1*DIGIT (`+5`, `5,5`, `5x` are 400); a value over the limit is 413;
 //! - HTTP/1.1 requires exactly one `Host` (400 otherwise, RFC 9112 §3.2); HTTP/1.0
-//!   at most one;
+//!   at most one; its value must be `host [ ":" port ]` of RFC 3986 or empty
+//!   (400 otherwise: RFC 9112 §3.2 makes that a MUST);
 //! - method checks come before target checks, so `OPTIONS *` is 405, like every
 //!   other known method but `GET`/`HEAD`; an unknown token is 501;
-//! - `HTTP/<d>[.<d>]` versions other than 1.0 and 1.1 are 505, anything else 400.
+//! - `HTTP/1.<d>` with `d` above 1 is answered as HTTP/1.1 (RFC 9110 §2.5: a
+//!   later minor version is backwards compatible; [`normalize_minor_version`]
+//!   rewrites it before `httparse` sees it); other `HTTP/<d>[.<d>]` versions
+//!   are 505, anything else 400.
 
 use super::limits::{Limits, MAX_HEADERS_CAP, MAX_METHOD, MAX_VERSION};
+use super::negotiate::{AcceptEncoding, list_items};
 use super::response::status;
 use super::{Method, Request};
 
@@ -200,7 +205,7 @@ pub fn parse_head<'a>(buf: &'a [u8], path_buf: &'a mut [u8], limits: &Limits) ->
         m if KNOWN_METHODS.contains(&m) => return reject(status::METHOD_NOT_ALLOWED),
         _ => return reject(status::NOT_IMPLEMENTED),
     };
-    if fields.hosts > 1 || (minor == 1 && fields.hosts == 0) {
+    if fields.hosts > 1 || (minor == 1 && fields.hosts == 0) || !fields.host_valid {
         return reject(status::BAD_REQUEST);
     }
     let body_len = match fields.content_length {
@@ -213,7 +218,7 @@ pub fn parse_head<'a>(buf: &'a [u8], path_buf: &'a mut [u8], limits: &Limits) ->
     if target.len() > limits.max_uri {
         return reject(status::URI_TOO_LONG);
     }
-    let Some(raw_path) = target_path(target) else {
+    let Some((raw_path, query)) = target_path(target) else {
         return reject(status::BAD_REQUEST);
     };
     let Some(path) = decode_path(raw_path, path_buf) else {
@@ -228,8 +233,11 @@ pub fn parse_head<'a>(buf: &'a [u8], path_buf: &'a mut [u8], limits: &Limits) ->
         request: Request {
             method,
             path,
-            accept_gzip: fields.accept_encoding.accepts_gzip(),
+            query,
+            accept_encoding: fields.accept_encoding,
             if_none_match: fields.if_none_match,
+            range: fields.range,
+            if_range: fields.if_range,
         },
         head_len,
         body_len,
@@ -272,10 +280,14 @@ struct Fields<'a> {
     content_length: ContentLength,
     transfer_encoding: bool,
     hosts: usize,
+    /// Every `Host` value seen is well formed.
+    host_valid: bool,
     close: bool,
     keep_alive: bool,
     accept_encoding: AcceptEncoding,
     if_none_match: Option<&'a str>,
+    range: Option<&'a str>,
+    if_range: Option<&'a str>,
 }
 
 impl<'a> Fields<'a> {
@@ -284,10 +296,13 @@ impl<'a> Fields<'a> {
             content_length: ContentLength::Absent,
             transfer_encoding: false,
             hosts: 0,
+            host_valid: true,
             close: false,
             keep_alive: false,
             accept_encoding: AcceptEncoding::default(),
             if_none_match: None,
+            range: None,
+            if_range: None,
         };
         for h in headers {
             let name = h.name;
@@ -300,6 +315,7 @@ impl<'a> Fields<'a> {
                 f.transfer_encoding = true;
             } else if name.eq_ignore_ascii_case("host") {
                 f.hosts = f.hosts.saturating_add(1);
+                f.host_valid &= is_valid_host(h.value);
             } else if name.eq_ignore_ascii_case("connection") {
                 for token in list_items(h.value) {
                     f.close |= token.eq_ignore_ascii_case(b"close");
@@ -309,6 +325,10 @@ impl<'a> Fields<'a> {
                 f.accept_encoding.add(h.value);
             } else if name.eq_ignore_ascii_case("if-none-match") && f.if_none_match.is_none() {
                 f.if_none_match = core::str::from_utf8(h.value).ok();
+            } else if name.eq_ignore_ascii_case("range") && f.range.is_none() {
+                f.range = core::str::from_utf8(h.value).ok();
+            } else if name.eq_ignore_ascii_case("if-range") && f.if_range.is_none() {
+                f.if_range = core::str::from_utf8(h.value).ok();
             }
         }
         Ok(f)
@@ -334,93 +354,6 @@ impl ContentLength {
         });
         Some(n.map_or(ContentLength::TooLarge, ContentLength::Len))
     }
-}
-
-/// What the `Accept-Encoding` fields say about gzip, as q-values in thousandths.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AcceptEncoding {
-    gzip: Option<u16>,
-    any: Option<u16>,
-}
-
-impl AcceptEncoding {
-    /// Adds one `Accept-Encoding` field value (several fields form one list).
-    pub fn add(&mut self, value: &[u8]) {
-        for item in list_items(value) {
-            let mut parts = item.split(|&b| b == b';');
-            let coding = trim(parts.next().unwrap_or_default());
-            let mut q = 1000;
-            for param in parts {
-                let mut name_value = param.splitn(2, |&b| b == b'=');
-                let name = trim(name_value.next().unwrap_or_default());
-                if name.eq_ignore_ascii_case(b"q") {
-                    // A malformed q-value counts as a refusal.
-                    q = name_value
-                        .next()
-                        .and_then(|v| parse_qvalue(trim(v)))
-                        .unwrap_or(0);
-                }
-            }
-            // The lowest q wins when a coding is listed twice: a refusal sticks.
-            let keep_lowest = |slot: &mut Option<u16>| *slot = Some(slot.map_or(q, |s| s.min(q)));
-            if coding.eq_ignore_ascii_case(b"gzip") || coding.eq_ignore_ascii_case(b"x-gzip") {
-                keep_lowest(&mut self.gzip);
-            } else if coding == b"*" {
-                keep_lowest(&mut self.any);
-            }
-        }
-    }
-
-    pub fn accepts_gzip(&self) -> bool {
-        match self.gzip {
-            Some(q) => q > 0,
-            None => self.any.is_some_and(|q| q > 0),
-        }
-    }
-}
-
-/// `qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )`, in thousandths.
-fn parse_qvalue(v: &[u8]) -> Option<u16> {
-    let (&first, rest) = v.split_first()?;
-    let frac = match rest.split_first() {
-        None => &[][..],
-        Some((b'.', frac)) if frac.len() <= 3 && frac.iter().all(u8::is_ascii_digit) => frac,
-        _ => return None,
-    };
-    let thousandths = frac
-        .iter()
-        .chain(core::iter::repeat(&b'0'))
-        .take(3)
-        .fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
-    match first {
-        b'0' => Some(thousandths),
-        b'1' if thousandths == 0 => Some(1000),
-        _ => None,
-    }
-}
-
-/// Items of a comma-separated field value, trimmed, empty ones skipped.
-fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(trim)
-        .filter(|item| !item.is_empty())
-}
-
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let Some((&b, rest)) = s.split_first() {
-        if b != b' ' && b != b'\t' {
-            break;
-        }
-        s = rest;
-    }
-    while let Some((&b, rest)) = s.split_last() {
-        if b != b' ' && b != b'\t' {
-            break;
-        }
-        s = rest;
-    }
-    s
 }
 
 fn has_bare_lf(head: &[u8]) -> bool {
@@ -458,11 +391,13 @@ fn version_error_status(buf: &[u8]) -> u16 {
     }
 }
 
-/// The path of an origin-form (`/p?q`) or absolute-form (`http://h/p?q`) target,
-/// query and fragment removed; `None` for any other form.
-fn target_path(target: &str) -> Option<&str> {
-    let path = if target.starts_with('/') {
-        target
+/// The path and query of an origin-form (`/p?q`) or absolute-form
+/// (`http://h/p?q`) target, fragment removed; `None` for any other form.
+fn target_path(target: &str) -> Option<(&str, Option<&str>)> {
+    // `rest` is the path followed by any `?query` and `#fragment`; an
+    // absolute-form target without a path has the path `/`.
+    let (path_is_root, rest) = if target.starts_with('/') {
+        (false, target)
     } else {
         let scheme_len = ["http://", "https://"].iter().find_map(|scheme| {
             let prefix = target.get(..scheme.len())?;
@@ -473,13 +408,120 @@ fn target_path(target: &str) -> Option<&str> {
         if authority_end == 0 {
             return None;
         }
-        match rest.get(authority_end..)? {
-            p if p.starts_with('/') => p,
-            _ => "/",
+        let after = rest.get(authority_end..)?;
+        (!after.starts_with('/'), after)
+    };
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let query = match rest.get(end..)? {
+        tail if tail.starts_with('?') => {
+            let q = tail.get(1..)?;
+            q.get(..q.find('#').unwrap_or(q.len()))
+        }
+        _ => None,
+    };
+    let path = if path_is_root { "/" } else { rest.get(..end)? };
+    Some((path, query))
+}
+
+/// A `Host` value: empty, or RFC 3986 `host [ ":" port ]` where host is an
+/// `IP-literal` (`[` ... `]`, checked loosely: hex digits, `:` and `.`, or an
+/// IPvFuture), or a `reg-name` / IPv4 address (unreserved, pct-encoded and
+/// sub-delims characters), and port is digits.
+pub fn is_valid_host(value: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(close) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let (literal, after) = rest.split_at(close);
+        let after = after.get(1..).unwrap_or_default();
+        let literal_ok = !literal.is_empty()
+            && literal
+                .iter()
+                .all(|&b| b":.%".contains(&b) || is_unreserved_or_sub_delim(b));
+        if !literal_ok {
+            return false;
+        }
+        match after {
+            [] => (&b""[..], None),
+            [b':', port @ ..] => (&b""[..], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match value.iter().rposition(|&b| b == b':') {
+            Some(colon) => (
+                value.get(..colon).unwrap_or_default(),
+                value.get(colon + 1..),
+            ),
+            None => (value, None),
         }
     };
-    let end = path.find(['?', '#']).unwrap_or(path.len());
-    path.get(..end)
+    let host_ok = host_bytes_ok(host);
+    let port_ok = port.is_none_or(|p| p.iter().all(u8::is_ascii_digit));
+    host_ok && port_ok
+}
+
+fn host_bytes_ok(host: &[u8]) -> bool {
+    let mut i = 0usize;
+    while let Some(&b) = host.get(i) {
+        if b == b'%' {
+            let hex = |j: usize| host.get(j).is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(i + 1) && hex(i + 2)) {
+                return false;
+            }
+            i += 3;
+        } else if is_unreserved_or_sub_delim(b) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_unreserved_or_sub_delim(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
+}
+
+/// Rewrites the version of the request line at the start of `buf` from
+/// `HTTP/1.<d>` (d in 2..=9) to `HTTP/1.1`, so a later HTTP/1 minor version is
+/// answered as 1.1 (RFC 9110 §2.5). Leaves everything else alone; returns
+/// whether it rewrote.
+pub fn normalize_minor_version(buf: &mut [u8]) -> bool {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let Some(line) = buf.get_mut(start..) else {
+        return false;
+    };
+    let end = line
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(line.len());
+    let Some(line) = line.get_mut(..end) else {
+        return false;
+    };
+    let Some(last_space) = line.iter().rposition(|&b| b == b' ') else {
+        return false;
+    };
+    match line.get_mut(last_space + 1..) {
+        Some(
+            [
+                b'H',
+                b'T',
+                b'T',
+                b'P',
+                b'/',
+                b'1',
+                b'.',
+                minor @ b'2'..=b'9',
+            ],
+        ) => {
+            *minor = b'1';
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Percent-decodes `raw` into `out`. `None` (400) for a malformed escape, a NUL,
@@ -520,6 +562,7 @@ fn hex_value(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::Coding;
 
     #[test]
     fn request_line_parts_for_logging() {
@@ -543,14 +586,17 @@ mod tests {
     /// method, path, accept_gzip, if_none_match, body_len, close
     type Summary = (Method, String, bool, Option<String>, u64, bool);
 
+    /// As the connection does: the minor version normalized, then parsed.
     fn parse(head: &str) -> Result<Summary, u16> {
         let limits = Limits::default();
         let mut path = vec![0u8; limits.max_uri];
-        match parse_head(head.as_bytes(), &mut path, &limits) {
+        let mut buf = head.as_bytes().to_vec();
+        normalize_minor_version(&mut buf);
+        match parse_head(&buf, &mut path, &limits) {
             Outcome::Complete(p) => Ok((
                 p.request.method,
                 p.request.path.into(),
-                p.request.accept_gzip,
+                p.request.accept_encoding.quality(Coding::Gzip) > 0,
                 p.request.if_none_match.map(String::from),
                 p.body_len,
                 p.close,
@@ -604,7 +650,12 @@ mod tests {
     #[test]
     fn versions() {
         assert_eq!(status_of("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), 505);
-        assert_eq!(status_of("GET / HTTP/1.2\r\nHost: a\r\n\r\n"), 505);
+        // A later HTTP/1 minor version is served as 1.1 (Host then required).
+        assert_eq!(status_of("GET / HTTP/1.2\r\nHost: a\r\n\r\n"), 200);
+        assert_eq!(status_of("GET / HTTP/1.9\r\nHost: a\r\n\r\n"), 200);
+        assert_eq!(status_of("GET / HTTP/1.9\r\n\r\n"), 400);
+        assert_eq!(status_of("GET / HTTP/1.10\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status_of("GET / HTTP/1.x\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status_of("GET / HTTP/3\r\nHost: a\r\n\r\n"), 505);
         assert_eq!(status_of("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 505);
         assert_eq!(status_of("GET / HTTX/1.1\r\nHost: a\r\n\r\n"), 400);
@@ -766,7 +817,7 @@ mod tests {
         let gz = |v: &str| {
             let mut a = AcceptEncoding::default();
             a.add(v.as_bytes());
-            a.accepts_gzip()
+            a.quality(Coding::Gzip) > 0
         };
         assert!(gz("gzip"));
         assert!(gz("deflate, gzip;q=0.5, br"));
@@ -795,19 +846,6 @@ mod tests {
             .unwrap()
             .2
         );
-    }
-
-    #[test]
-    fn qvalues() {
-        assert_eq!(parse_qvalue(b"1"), Some(1000));
-        assert_eq!(parse_qvalue(b"1."), Some(1000));
-        assert_eq!(parse_qvalue(b"0.5"), Some(500));
-        assert_eq!(parse_qvalue(b"0.25"), Some(250));
-        assert_eq!(parse_qvalue(b"0.001"), Some(1));
-        assert_eq!(parse_qvalue(b"1.001"), None);
-        assert_eq!(parse_qvalue(b""), None);
-        assert_eq!(parse_qvalue(b"0.1234"), None);
-        assert_eq!(parse_qvalue(b".5"), None);
     }
 
     #[test]
@@ -852,5 +890,106 @@ mod tests {
         assert_eq!(scan(long_version.as_bytes()).unwrap_err().status, 400);
         assert_eq!(scan(b"\0GET").unwrap_err().status, 400);
         assert_eq!(scan(b"GE\0T").unwrap_err().status, 400);
+    }
+}
+
+#[cfg(test)]
+mod host_and_target_tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn host_values() {
+        for ok in [
+            "",
+            "a",
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[fe80::1%25eth0]",
+            "xn--bcher-kva.example",
+            "a%20b",
+            "a-b_c~d",
+            "host:",
+            "[v1.fe]",
+        ] {
+            assert!(is_valid_host(ok.as_bytes()), "{ok:?}");
+        }
+        for bad in [
+            "a b/c", "a b", "a/b", "a?b", "a#b", "a@b", "[::1", "[]", "::1]", "[::1]x", "a:b:c",
+            "a:8o", "a%2", "a%zz", "\u{e4}", "[::1]:x", "a\\b",
+        ] {
+            assert!(!is_valid_host(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    fn status(head: &str) -> u16 {
+        let limits = Limits::default();
+        let mut path = vec![0u8; limits.max_uri];
+        match parse_head(head.as_bytes(), &mut path, &limits) {
+            Outcome::Complete(_) => 200,
+            Outcome::Reject(r) => r.status,
+            Outcome::Partial => 0,
+        }
+    }
+
+    #[test]
+    fn invalid_host_is_400() {
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a b/c\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.0\r\nHost: a/b\r\n\r\n"), 400);
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost:\r\n\r\n"),
+            200,
+            "empty is allowed"
+        );
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"), 200);
+    }
+
+    #[test]
+    fn query_range_and_if_range_are_kept() {
+        let limits = Limits::default();
+        let mut path = vec![0u8; limits.max_uri];
+        let head = "GET /a%20b?x=1&y=%41#frag HTTP/1.1\r\nHost: a\r\nRange: bytes=0-1\r\nRange: bytes=5-\r\nIf-Range: \"e\"\r\n\r\n";
+        let Outcome::Complete(p) = parse_head(head.as_bytes(), &mut path, &limits) else {
+            panic!("not complete");
+        };
+        assert_eq!(p.request.path, "/a b");
+        assert_eq!(p.request.query, Some("x=1&y=%41"));
+        assert_eq!(p.request.range, Some("bytes=0-1"), "the first field");
+        assert_eq!(p.request.if_range, Some("\"e\""));
+        for (target, query) in [
+            ("/p", None),
+            ("/p?", Some("")),
+            ("/p#f?x", None),
+            ("http://h/p?q", Some("q")),
+            ("http://h?q", Some("q")),
+        ] {
+            assert_eq!(target_path(target).map(|t| t.1), Some(query), "{target}");
+        }
+    }
+
+    #[test]
+    fn minor_version_rewrite() {
+        for (line, out, rewrote) in [
+            ("GET / HTTP/1.2\r\n", "GET / HTTP/1.1\r\n", true),
+            (
+                "\r\nGET / HTTP/1.9\r\nX: HTTP/1.5\r\n",
+                "\r\nGET / HTTP/1.1\r\nX: HTTP/1.5\r\n",
+                true,
+            ),
+            ("GET / HTTP/1.1\r\n", "GET / HTTP/1.1\r\n", false),
+            ("GET / HTTP/1.0\r\n", "GET / HTTP/1.0\r\n", false),
+            ("GET / HTTP/2.0\r\n", "GET / HTTP/2.0\r\n", false),
+            ("GET / HTTP/1.10\r\n", "GET / HTTP/1.10\r\n", false),
+            ("GET /HTTP/1.2", "GET /HTTP/1.2", false),
+            ("", "", false),
+        ] {
+            let mut buf = line.as_bytes().to_vec();
+            assert_eq!(normalize_minor_version(&mut buf), rewrote, "{line:?}");
+            assert_eq!(buf, out.as_bytes(), "{line:?}");
+        }
     }
 }

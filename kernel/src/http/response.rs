@@ -5,19 +5,27 @@
 //! origin server without a clock must not send one.
 
 use super::{Body, Response};
+use alloc::format;
 use core::fmt::{self, Write as _};
 
 /// The status codes this server produces.
 pub mod status {
     pub const OK: u16 = 200;
     pub const NO_CONTENT: u16 = 204;
+    pub const PARTIAL_CONTENT: u16 = 206;
+    pub const MOVED_PERMANENTLY: u16 = 301;
+    pub const FOUND: u16 = 302;
+    pub const SEE_OTHER: u16 = 303;
     pub const NOT_MODIFIED: u16 = 304;
+    pub const TEMPORARY_REDIRECT: u16 = 307;
+    pub const PERMANENT_REDIRECT: u16 = 308;
     pub const BAD_REQUEST: u16 = 400;
     pub const NOT_FOUND: u16 = 404;
     pub const METHOD_NOT_ALLOWED: u16 = 405;
     pub const REQUEST_TIMEOUT: u16 = 408;
     pub const CONTENT_TOO_LARGE: u16 = 413;
     pub const URI_TOO_LONG: u16 = 414;
+    pub const RANGE_NOT_SATISFIABLE: u16 = 416;
     pub const HEADERS_TOO_LARGE: u16 = 431;
     pub const INTERNAL_ERROR: u16 = 500;
     pub const NOT_IMPLEMENTED: u16 = 501;
@@ -35,13 +43,20 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
         304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
         414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
@@ -61,27 +76,10 @@ pub fn has_body(status: u16) -> bool {
     !(100..200).contains(&status) && status != status::NO_CONTENT && status != status::NOT_MODIFIED
 }
 
-/// The body of an error response: `<code> <reason>\n`.
-fn error_body(status: u16) -> &'static [u8] {
-    match status {
-        400 => b"400 Bad Request\n",
-        404 => b"404 Not Found\n",
-        405 => b"405 Method Not Allowed\n",
-        408 => b"408 Request Timeout\n",
-        413 => b"413 Content Too Large\n",
-        414 => b"414 URI Too Long\n",
-        431 => b"431 Request Header Fields Too Large\n",
-        500 => b"500 Internal Server Error\n",
-        501 => b"501 Not Implemented\n",
-        503 => b"503 Service Unavailable\n",
-        505 => b"505 HTTP Version Not Supported\n",
-        _ => b"error\n",
-    }
-}
-
-/// A plain-text error response (`Allow: GET, HEAD` on 405).
+/// A plain-text error response, `<code> <reason>\n` (`Allow: GET, HEAD` on 405).
 pub fn error(status: u16) -> Response {
-    let mut resp = Response::new(status, Some(TEXT_PLAIN), Body::Static(error_body(status)));
+    let body = format!("{status} {}\n", reason(status)).into_bytes();
+    let mut resp = Response::new(status, Some(TEXT_PLAIN), Body::Owned(body));
     if status == status::METHOD_NOT_ALLOWED {
         resp.allow = Some(ALLOW);
     }
@@ -116,10 +114,22 @@ pub fn write_head(
     content_length: Option<u64>,
     connection: Connection,
 ) -> Option<usize> {
-    let values = [resp.content_type, resp.etag, resp.cache_control, resp.allow];
-    if values
+    let values = [
+        resp.content_type,
+        resp.multipart_boundary,
+        resp.etag,
+        resp.cache_control,
+        resp.allow,
+        resp.location.as_deref(),
+    ];
+    let extra = resp
+        .headers
         .iter()
+        .flat_map(|(name, value)| [*name, *value]);
+    if values
+        .into_iter()
         .flatten()
+        .chain(extra)
         .any(|v| v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0))
     {
         return None;
@@ -141,17 +151,28 @@ fn write_fields(
         resp.status,
         reason(resp.status)
     )?;
-    if let Some(ct) = resp.content_type {
+    if let Some(boundary) = resp.multipart_boundary {
+        write!(
+            w,
+            "Content-Type: multipart/byteranges; boundary={boundary}\r\n"
+        )?;
+    } else if let Some(ct) = resp.content_type {
         write!(w, "Content-Type: {ct}\r\n")?;
     }
     if let Some(len) = content_length {
         write!(w, "Content-Length: {len}\r\n")?;
     }
-    if resp.content_encoding_gzip {
-        w.write_str("Content-Encoding: gzip\r\n")?;
+    if let Some(range) = resp.content_range {
+        write!(w, "Content-Range: {range}\r\n")?;
+    }
+    if let Some(coding) = resp.content_encoding.token() {
+        write!(w, "Content-Encoding: {coding}\r\n")?;
     }
     if let Some(etag) = resp.etag {
         write!(w, "ETag: {etag}\r\n")?;
+    }
+    if resp.accept_ranges {
+        w.write_str("Accept-Ranges: bytes\r\n")?;
     }
     if resp.vary_accept_encoding {
         w.write_str("Vary: Accept-Encoding\r\n")?;
@@ -159,8 +180,14 @@ fn write_fields(
     if let Some(cc) = resp.cache_control {
         write!(w, "Cache-Control: {cc}\r\n")?;
     }
+    if let Some(location) = &resp.location {
+        write!(w, "Location: {location}\r\n")?;
+    }
     if let Some(allow) = resp.allow {
         write!(w, "Allow: {allow}\r\n")?;
+    }
+    for (name, value) in resp.headers {
+        write!(w, "{name}: {value}\r\n")?;
     }
     match connection {
         Connection::Default => {}
@@ -200,14 +227,12 @@ mod tests {
     #[test]
     fn full_head() {
         let resp = Response {
-            status: 200,
             content_type: Some("text/css; charset=utf-8"),
             etag: Some("\"0123456789abcdef\""),
-            content_encoding_gzip: true,
+            content_encoding: crate::http::Coding::Gzip,
             vary_accept_encoding: true,
             cache_control: Some("no-cache"),
-            allow: None,
-            body: Body::Empty,
+            ..Response::new(200, None, Body::Empty)
         };
         assert_eq!(
             head(&resp, Some(42), Connection::Close),
@@ -229,13 +254,9 @@ mod tests {
         assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
         assert!(text.contains("\r\nAllow: GET, HEAD\r\n"));
         assert!(text.contains("\r\nConnection: close\r\n"));
-        for s in [400, 404, 408, 413, 414, 431, 500, 501, 503, 505] {
-            let body = error(s).body;
-            assert!(
-                body.as_slice()
-                    .starts_with(alloc::format!("{s} ").as_bytes())
-            );
-            assert!(body.as_slice().ends_with(b"\n"));
+        for s in [400, 404, 408, 413, 414, 416, 431, 500, 501, 503, 505] {
+            let body = error(s).body.to_vec();
+            assert_eq!(body, format!("{s} {}\n", reason(s)).into_bytes());
         }
         let ka = head(&error(404), None, Connection::KeepAlive);
         assert!(ka.contains("\r\nConnection: keep-alive\r\n"));
@@ -258,6 +279,57 @@ mod tests {
             None
         );
         assert!(FALLBACK_500.len() < RESPONSE_HEAD_CAP);
+    }
+
+    #[test]
+    fn range_redirect_and_rule_headers() {
+        use crate::http::range::{ByteRange, ContentRange};
+        let resp = Response {
+            multipart_boundary: Some("0123abcd"),
+            content_range: Some(ContentRange::Bytes {
+                range: ByteRange { first: 0, last: 9 },
+                complete: 100,
+            }),
+            accept_ranges: true,
+            location: Some("/docs/?a=1".into()),
+            headers: &[("X-Frame-Options", "DENY"), ("X-A", "b")],
+            content_encoding: crate::http::Coding::Br,
+            ..Response::new(206, Some("ignored/type"), Body::Empty)
+        };
+        assert_eq!(
+            head(&resp, Some(10), Connection::Default),
+            concat!(
+                "HTTP/1.1 206 Partial Content\r\nServer: unikernel/",
+                env!("CARGO_PKG_VERSION"),
+                "\r\nContent-Type: multipart/byteranges; boundary=0123abcd\r\n",
+                "Content-Length: 10\r\nContent-Range: bytes 0-9/100\r\n",
+                "Content-Encoding: br\r\nAccept-Ranges: bytes\r\n",
+                "Location: /docs/?a=1\r\nX-Frame-Options: DENY\r\nX-A: b\r\n\r\n"
+            )
+        );
+        let mut buf = [0u8; RESPONSE_HEAD_CAP];
+        let bad_rule = Response {
+            headers: &[("X", "a\nb")],
+            ..Response::new(200, None, Body::Empty)
+        };
+        assert_eq!(
+            write_head(&mut buf, &bad_rule, None, Connection::Close),
+            None
+        );
+        let bad_location = Response {
+            location: Some("/a\r\nSet-Cookie: x".into()),
+            ..Response::new(301, None, Body::Empty)
+        };
+        assert_eq!(
+            write_head(&mut buf, &bad_location, None, Connection::Close),
+            None
+        );
+        for s in [206, 301, 302, 303, 307, 308, 416] {
+            assert!(
+                !reason(s).is_empty()
+                    && !matches!(reason(s), "Success" | "Redirection" | "Client Error")
+            );
+        }
     }
 
     #[test]

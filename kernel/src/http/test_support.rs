@@ -15,7 +15,7 @@ pub fn big_body() -> &'static [u8] {
     })
 }
 
-/// Routes: `/` "hello\n"; `/big` 3 MiB static; `/owned` an owned body; `/304`;
+/// Routes: `/` "hello\n"; `/big` 3 MiB static; `/owned` an owned body; `/304`; `/ranged`;
 /// `/bad-header` a content type with CR LF; anything else 404.
 #[derive(Default)]
 pub struct TestApp {
@@ -34,7 +34,7 @@ impl Handler for TestApp {
         self.requests.push((
             req.method,
             req.path.into(),
-            req.accept_gzip,
+            req.accept_encoding.quality(super::Coding::Gzip) > 0,
             req.if_none_match.map(String::from),
         ));
         let text = Some("text/plain; charset=utf-8");
@@ -48,6 +48,7 @@ impl Handler for TestApp {
                 r
             }
             "/bad-header" => Response::new(200, Some("text/plain\r\nX: y"), Body::Empty),
+            "/ranged" => ranged(req),
             _ => Response::new(404, text, Body::Static(b"not found\n")),
         }
     }
@@ -62,6 +63,46 @@ impl Handler for TestApp {
     fn on_sent(&mut self, conn: u64, now: Millis) {
         self.sent.push((conn, now, self.responses.len()));
     }
+}
+
+/// `/ranged`: a 36-byte body with ETag `"r"`, served with byte ranges the way
+/// a site asset is.
+fn ranged(req: &Request) -> Response {
+    use super::range::{self, ContentRange, Ranges};
+    static BODY: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let complete = BODY.len() as u64;
+    let ranges = match req.range {
+        Some(v) if range::if_range_allows(req.if_range, "\"r\"") => range::evaluate(v, complete),
+        _ => Ranges::Ignore,
+    };
+    let text = Some("text/plain");
+    let mut resp = match ranges {
+        Ranges::Ignore => Response::new(200, text, Body::Static(BODY)),
+        Ranges::Unsatisfiable => Response {
+            content_range: Some(ContentRange::Unsatisfied { complete }),
+            ..Response::new(416, text, Body::Static(b"416\n"))
+        },
+        Ranges::Satisfiable(list) => match list.as_slice() {
+            [one] => Response {
+                content_range: Some(ContentRange::Bytes {
+                    range: *one,
+                    complete,
+                }),
+                ..Response::new(206, text, Body::Static(one.slice(BODY)))
+            },
+            many => Response {
+                multipart_boundary: Some("r"),
+                ..Response::new(
+                    206,
+                    text,
+                    range::multipart_body(BODY, many, "text/plain", "r"),
+                )
+            },
+        },
+    };
+    resp.etag = Some("\"r\"");
+    resp.accept_ranges = true;
+    resp
 }
 
 /// Feeds `input` in `chunks` (sizes cycled), draining output through `out_sizes`

@@ -99,10 +99,16 @@ fn corpus() -> Vec<Case> {
             "GET /health HTTP/2.0\r\nHost: a\r\n\r\n",
             Error(505),
         ),
+        // A later HTTP/1 minor version is answered as HTTP/1.1 (RFC 9110 §2.5).
         case(
             "HTTP/1.2",
             "GET /health HTTP/1.2\r\nHost: a\r\n\r\n",
-            Error(505),
+            Served(200),
+        ),
+        case(
+            "invalid Host",
+            "GET /health HTTP/1.1\r\nHost: a b/c\r\n\r\n",
+            Error(400),
         ),
         case(
             "HTTP/3",

@@ -5,8 +5,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tests_qemu::http::{
-    HttpGuest, Response, Stats, Transport, boot_http, etag_of, gunzip, gzip_best, parse_response,
-    site_file, site_path,
+    HttpGuest, Response, Stats, Transport, boot_http, brotli_best, etag_of, gunzip, gzip_best,
+    parse_response, site_file, site_path, unbrotli,
 };
 
 /// curl's own limit for one invocation.
@@ -143,18 +143,51 @@ fn content_type_of(rel: &str) -> &'static str {
     match Path::new(rel).extension().and_then(|e| e.to_str()) {
         Some("html") => "text/html; charset=utf-8",
         Some("css") => "text/css; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
         Some("txt") => "text/plain; charset=utf-8",
         Some("svg") => "image/svg+xml",
         Some("bin") => "application/octet-stream",
+        Some("gz") => "application/gzip",
+        Some("webm") => "video/webm",
         other => panic!("site file {rel}: extension {other:?} not covered by this test"),
     }
 }
 
-/// Whether the build bakes a gzip variant: text-like type and gzip smaller.
-fn expects_gzip(rel: &str, body: &[u8]) -> bool {
+/// The default site's `Cache-Control` per file: its `_headers` gives `media/`
+/// an hour; a content-hashed name is immutable; everything else revalidates.
+fn cache_control_of(rel: &str) -> &'static str {
+    if rel.starts_with("media/") {
+        "public, max-age=3600"
+    } else if rel == "assets/app.5f3c9e1a.js" {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    }
+}
+
+fn compressible(rel: &str) -> bool {
     let ct = content_type_of(rel);
-    let compressible = ct.starts_with("text/") || ct.starts_with("image/svg+xml");
-    compressible && gzip_best(body).len() < body.len()
+    ct.starts_with("text/") || ct.starts_with("image/svg+xml")
+}
+
+/// The gzip variant the build bakes: a `.gz` shipped beside the file, else
+/// gzip at the best level for text-like types; only if smaller.
+fn expected_gzip(rel: &str, body: &[u8]) -> Option<Vec<u8>> {
+    let sidecar = site_path(&format!("{rel}.gz"));
+    let packed = if sidecar.is_file() {
+        std::fs::read(&sidecar).expect("read sidecar")
+    } else if compressible(rel) {
+        gzip_best(body)
+    } else {
+        return None;
+    };
+    (packed.len() < body.len()).then_some(packed)
+}
+
+/// The brotli variant the build bakes (quality 11): text-like types, if smaller.
+fn expected_br(rel: &str, body: &[u8]) -> Option<Vec<u8>> {
+    let packed = compressible(rel).then(|| brotli_best(body))?;
+    (packed.len() < body.len()).then_some(packed)
 }
 
 /// Every regular file under `kernel/site`, relative (`bench/4k.html`).
@@ -167,7 +200,11 @@ fn site_files() -> Vec<String> {
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
+            // Dot-files are not served (`.well-known/` is: tests/website.rs);
+            // the rules files are read by the build, not served.
+            if name.starts_with('.')
+                || (prefix.is_empty() && (name == "_headers" || name == "_redirects"))
+            {
                 continue;
             }
             let rel = format!("{prefix}{name}");
@@ -272,13 +309,14 @@ pub fn curl_routes_statuses_and_headers(transport: Transport) {
     g.finish();
 }
 
-/// GET, HEAD, conditional GET, gzip of one baked asset served at `path`.
+/// GET, HEAD, conditional GET, gzip and brotli of one baked asset served at `path`.
 fn check_asset(g: &HttpGuest, s: &Scratch, path: &str, rel: &str, file: &[u8]) {
     let url = g.url(path);
     let ct = content_type_of(rel);
     let etag = etag_of(file);
-    let gz = expects_gzip(rel, file);
-    let vary = gz.then_some("Accept-Encoding");
+    let gz = expected_gzip(rel, file);
+    let br = expected_br(rel, file);
+    let vary = (gz.is_some() || br.is_some()).then_some("Accept-Encoding");
     let len = file.len().to_string();
 
     // Plain GET (curl sends no Accept-Encoding).
@@ -288,10 +326,13 @@ fn check_asset(g: &HttpGuest, s: &Scratch, path: &str, rel: &str, file: &[u8]) {
     header_is(g, &c, "content-type", Some(ct));
     header_is(g, &c, "content-length", Some(&len));
     header_is(g, &c, "etag", Some(&etag));
-    header_is(g, &c, "cache-control", Some("no-cache"));
+    header_is(g, &c, "cache-control", Some(cache_control_of(rel)));
+    header_is(g, &c, "accept-ranges", Some("bytes"));
     header_is(g, &c, "vary", vary);
     header_is(g, &c, "content-encoding", None);
     header_is(g, &c, "connection", None);
+    // The default site's `_headers` gives every file these.
+    header_is(g, &c, "x-content-type-options", Some("nosniff"));
     check(
         g,
         &c,
@@ -308,6 +349,7 @@ fn check_asset(g: &HttpGuest, s: &Scratch, path: &str, rel: &str, file: &[u8]) {
         "etag",
         "vary",
         "cache-control",
+        "accept-ranges",
     ] {
         header_is(g, &h, name, c.head.header(name));
     }
@@ -343,54 +385,77 @@ fn check_asset(g: &HttpGuest, s: &Scratch, path: &str, rel: &str, file: &[u8]) {
         "non-matching If-None-Match: full body",
     );
 
-    // gzip.
-    let z = curl(g, s, &["-H", "Accept-Encoding: gzip", &url]);
-    status_is(g, &z, 200);
-    header_is(g, &z, "vary", vary);
-    header_is(g, &z, "content-type", Some(ct));
-    if gz {
-        header_is(g, &z, "content-encoding", Some("gzip"));
+    // Each coding on its own, then the client's choice.
+    for (coding, variant) in [("gzip", &gz), ("br", &br)] {
+        let accept = format!("Accept-Encoding: {coding}");
+        let z = curl(g, s, &["-H", &accept, &url]);
+        status_is(g, &z, 200);
+        header_is(g, &z, "vary", vary);
+        header_is(g, &z, "content-type", Some(ct));
+        let Some(expected) = variant else {
+            header_is(g, &z, "content-encoding", None);
+            header_is(g, &z, "etag", Some(&etag));
+            check(
+                g,
+                &z,
+                z.body == file,
+                format_args!("identity body without a {coding} variant"),
+            );
+            continue;
+        };
+        header_is(g, &z, "content-encoding", Some(coding));
+        check(
+            g,
+            &z,
+            &z.body == expected,
+            format_args!("{coding} body is not the baked variant"),
+        );
         let z_etag = etag_of(&z.body);
         header_is(g, &z, "etag", Some(&z_etag));
         check(
             g,
             &z,
             z_etag != etag,
-            "gzip variant shares the identity ETag",
+            format_args!("{coding} variant shares the identity ETag"),
         );
         header_is(g, &z, "content-length", Some(&z.body.len().to_string()));
-        check(g, &z, z.body.len() < file.len(), "gzip variant not smaller");
-        match gunzip(&z.body) {
-            Ok(plain) => check(g, &z, plain == file, "gunzipped body differs from the file"),
+        let plain = if coding == "gzip" {
+            gunzip(&z.body)
+        } else {
+            unbrotli(&z.body)
+        };
+        match plain {
+            Ok(plain) => check(
+                g,
+                &z,
+                plain == file,
+                format_args!("decoded {coding} body differs from the file"),
+            ),
             Err(e) => check(g, &z, false, e),
         }
-        // Its own validator: 304 only with the gzip ETag.
+        // Its own validator: 304 only with the variant's ETag.
         let zinm = format!("If-None-Match: {z_etag}");
-        let z304 = curl(g, s, &["-H", "Accept-Encoding: gzip", "-H", &zinm, &url]);
+        let z304 = curl(g, s, &["-H", &accept, "-H", &zinm, &url]);
         status_is(g, &z304, 304);
         header_is(g, &z304, "etag", Some(&z_etag));
         header_is(g, &z304, "content-encoding", None);
-        let zfull = curl(g, s, &["-H", "Accept-Encoding: gzip", "-H", &inm, &url]);
+        let zfull = curl(g, s, &["-H", &accept, "-H", &inm, &url]);
         status_is(g, &zfull, 200);
-        header_is(g, &zfull, "content-encoding", Some("gzip"));
-        // gzip;q=0 is a refusal.
-        let q0 = curl(g, s, &["-H", "Accept-Encoding: gzip;q=0, br", &url]);
-        header_is(g, &q0, "content-encoding", None);
-        check(g, &q0, q0.body == file, "gzip;q=0: identity body");
-        // curl --compressed decodes to the file.
-        let dec = curl(g, s, &["--compressed", &url]);
-        header_is(g, &dec, "content-encoding", Some("gzip"));
-        check(g, &dec, dec.body == file, "--compressed body differs");
-    } else {
-        header_is(g, &z, "content-encoding", None);
-        header_is(g, &z, "etag", Some(&etag));
-        check(
-            g,
-            &z,
-            z.body == file,
-            "identity body for a non-compressible asset",
-        );
+        header_is(g, &zfull, "content-encoding", Some(coding));
     }
+    // q=0 refuses a coding; the client's own choice is decoded to the file.
+    let q0 = curl(g, s, &["-H", "Accept-Encoding: gzip;q=0, br;q=0", &url]);
+    header_is(g, &q0, "content-encoding", None);
+    check(g, &q0, q0.body == file, "q=0 for both: identity body");
+    let smaller = match (&gz, &br) {
+        (Some(z), Some(b)) => Some(if b.len() < z.len() { "br" } else { "gzip" }),
+        (Some(_), None) => Some("gzip"),
+        (None, Some(_)) => Some("br"),
+        (None, None) => None,
+    };
+    let dec = curl(g, s, &["--compressed", &url]);
+    header_is(g, &dec, "content-encoding", smaller);
+    check(g, &dec, dec.body == file, "--compressed body differs");
 }
 
 /// `/health`, `/api/stats.json`, query strings.
@@ -434,13 +499,23 @@ fn check_endpoints(g: &HttpGuest, s: &Scratch) {
 
 /// Every error status curl can produce.
 fn check_errors(g: &HttpGuest, s: &Scratch) {
-    // 404 comes from the site, not the connection: no close.
-    for path in ["/nope", "/health/", "/index.htm", "/bench", "/bench/"] {
+    // 404 comes from the site, not the connection: no close; the body is the
+    // site's 404.html.
+    let page = site_file("404.html");
+    for path in [
+        "/nope",
+        "/health/",
+        "/index.htm",
+        "/bench",
+        "/bench/",
+        "/_headers",
+        "/_redirects",
+    ] {
         let c = curl(g, s, &[&g.url(path)]);
         status_is(g, &c, 404);
         header_is(g, &c, "connection", None);
-        header_is(g, &c, "content-type", Some("text/plain; charset=utf-8"));
-        check(g, &c, c.body == b"404 Not Found\n", "404 body");
+        header_is(g, &c, "content-type", Some("text/html; charset=utf-8"));
+        check(g, &c, c.body == page, "404 body is not 404.html");
     }
     for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"] {
         let c = curl(g, s, &["-X", method, &g.url("/")]);

@@ -163,7 +163,7 @@ fn pipeline_request(i: usize, health: &[u8], css: &[u8], svg: &[u8]) -> Expect {
             "/no-such-page",
             "",
             404,
-            Some(b"404 Not Found\n".to_vec()),
+            Some(tests_qemu::http::site_file("404.html")),
             false,
         ),
         9 => (

@@ -128,7 +128,12 @@ fn bad_request_lines_b1() {
     assert_error("GET /\0 HTTP/1.1\r\nHost: t\r\n\r\n", 400);
     assert_error("\0\0\0\0", 400);
     assert_error("GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505);
-    assert_error("GET / HTTP/1.7\r\nHost: t\r\n\r\n", 505);
+    assert_error("GET / HTTP/3.0\r\nHost: t\r\n\r\n", 505);
+    // A later HTTP/1 minor version is served as HTTP/1.1.
+    assert_eq!(
+        status("GET / HTTP/1.7\r\nHost: t\r\n\r\n"),
+        (200, Action::Keep)
+    );
     assert_error("BREW / HTTP/1.1\r\nHost: t\r\n\r\n", 501);
     assert_error("OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n", 405);
     assert_error(
