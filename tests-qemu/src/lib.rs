@@ -12,6 +12,7 @@
 //! - [`netfault`]: a guest behind the seeded fault relay (`relay/relay.py`)
 //!   in a network namespace the test creates; clients inside it.
 //! - [`qmp`]: a QMP client (`set_link`, `stop`, `cont`, `query-status`).
+//! - [`browser`]: headless Chromium over `tests/observability/cdp.py`.
 //! - [`resilience`]: a guest with QMP, pipelined byte-exact downloads, wrk in
 //!   the background, `/health` probes, for the fault tests.
 //!
@@ -23,6 +24,7 @@
 //! (default auto); `TESTS_QEMU_ECHO=1` copies guest serial output to the
 //! terminal.
 
+pub mod browser;
 pub mod deploy;
 pub mod dump;
 pub mod elf;
@@ -281,5 +283,32 @@ pub fn run_fault(test: &str, fault: &str, debug_exit: bool) -> FaultRun {
         exit,
         exit_after,
         symbols,
+    }
+}
+
+/// A scratch directory for a test's files (curl output, logs), removed on drop.
+pub struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    /// A new empty directory under the system's temp dir, unique per call.
+    pub fn new(test: &str) -> Scratch {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tests-qemu-{test}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        Scratch(dir)
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -11,20 +11,20 @@
 //! browser binary. Each test fails with a message naming what is missing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use boot_image::{Guest, QemuConfig};
 use serde_json::{Value, json};
+use tests_qemu::browser::Browser;
 use tests_qemu::http::{Client, HttpGuest, STATS_COUNTERS, Transport, boot_http, site_file};
-use tests_qemu::{INIT_TIMEOUT, config, note};
+use tests_qemu::{INIT_TIMEOUT, config};
 
 /// Every `/api/stats.json` counter's metric: field, sample name, labels, type,
 /// and the divisor from the JSON value (milliseconds to seconds). This is the
@@ -327,20 +327,6 @@ fn python_with_prometheus_client() -> String {
         "no python3 can import prometheus_client: install the Debian package \
          python3-prometheus-client (or `pip install prometheus_client`)"
     )
-}
-
-fn chromium() -> String {
-    if let Ok(bin) = std::env::var("TESTS_QEMU_CHROMIUM") {
-        return bin;
-    }
-    for candidate in ["chromium", "chromium-browser", "google-chrome"] {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(candidate).is_file()));
-        if found {
-            return candidate.to_string();
-        }
-    }
-    panic!("no chromium on PATH: install the Debian package chromium (or set TESTS_QEMU_CHROMIUM)")
 }
 
 // ---------------------------------------------------------------- /metrics
@@ -736,140 +722,6 @@ fn recent_requests_ring_matches_the_traffic() {
 
 // ------------------------------------------------------------------- /status
 
-/// Headless Chromium behind `observability/cdp.py`; quits when dropped.
-struct Browser {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    profile: PathBuf,
-    log: PathBuf,
-}
-
-impl Browser {
-    fn start(test: &str) -> Browser {
-        let binary = chromium();
-        let base = std::env::temp_dir().join(format!(
-            "tests-qemu-chromium-{}-{}",
-            std::process::id(),
-            test
-        ));
-        let _ = std::fs::remove_dir_all(&base);
-        let profile = base.join("profile");
-        std::fs::create_dir_all(&profile).expect("chromium profile dir");
-        let log = artifacts().join(format!("{test}-chromium.log"));
-        let mut child = Command::new("python3")
-            .arg(here("cdp.py"))
-            .arg(&binary)
-            .arg(&profile)
-            .arg(&log)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting cdp.py: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut b = Browser {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            profile: base,
-            log,
-        };
-        let ready = b.reply("start");
-        assert_eq!(ready["ready"], true, "cdp.py: {ready}");
-        note(test, format_args!("browser: {binary}"));
-        b
-    }
-
-    fn reply(&mut self, what: &str) -> Value {
-        match self.lines.recv_timeout(Duration::from_secs(90)) {
-            Ok(line) => {
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("cdp.py said {line:?}: {e}"))
-            }
-            Err(e) => panic!(
-                "cdp.py: no reply to {what} ({e}); chromium log {}:\n{}",
-                self.log.display(),
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            ),
-        }
-    }
-
-    fn cmd(&mut self, request: Value) -> Value {
-        let line = format!("{request}\n");
-        self.stdin
-            .as_mut()
-            .expect("cdp.py stdin")
-            .write_all(line.as_bytes())
-            .unwrap_or_else(|e| panic!("writing to cdp.py: {e}"));
-        let reply = self.reply(&line);
-        if reply["ok"] != true {
-            panic!("cdp.py {request}: {reply}");
-        }
-        reply
-    }
-
-    fn eval(&mut self, expr: &str) -> Value {
-        self.cmd(json!({"cmd": "eval", "expr": expr}))["value"].clone()
-    }
-
-    /// Re-evaluates `expr` every 250 ms until it is `true`.
-    fn wait_until(&mut self, expr: &str, timeout: Duration, what: &str) {
-        let deadline = Instant::now() + timeout;
-        for _ in 0..10_000 {
-            if self.eval(expr) == true {
-                return;
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        panic!(
-            "{what}: not within {timeout:?}; page state: {}",
-            self.eval(PAGE_STATE)
-        );
-    }
-
-    /// Console messages, exceptions and log entries at level error so far.
-    fn errors(&mut self) -> Vec<Value> {
-        let events = self.cmd(json!({"cmd": "events"}))["events"].clone();
-        events
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["level"] == "error" || e["kind"] == "exception")
-            .cloned()
-            .collect()
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        if let Some(mut stdin) = self.stdin.take() {
-            let _ = stdin.write_all(b"{\"cmd\":\"quit\"}\n");
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.profile);
-    }
-}
-
 /// What the test reads off the page: the attributes it keeps for tests.
 const PAGE_STATE: &str = "JSON.stringify({...document.body.dataset, \
      points: [...document.querySelectorAll('canvas')].map(c => Number(c.dataset.points))})";
@@ -1040,7 +892,7 @@ fn status_page_in_headless_chromium_under_load_and_across_a_restart() {
     let g = boot_http(TEST, Transport::Legacy, &[]);
     let port = g.port;
     let load = Load::start(g.addr());
-    let mut b = Browser::start(TEST);
+    let mut b = Browser::start(TEST, &artifacts());
     b.cmd(
         json!({"cmd": "open", "url": g.url("/status"), "width": VIEWPORT.0, "height": VIEWPORT.1}),
     );
@@ -1051,6 +903,7 @@ fn status_page_in_headless_chromium_under_load_and_across_a_restart() {
         ),
         PAGE_TIMEOUT + Duration::from_secs(POLLS_BEFORE_SCREENSHOT),
         "charts drawn",
+        PAGE_STATE,
     );
     let state = page_state(&mut b);
     assert_eq!(state["state"], "online", "{state}");
@@ -1074,6 +927,7 @@ fn status_page_in_headless_chromium_under_load_and_across_a_restart() {
         "document.body.dataset.state === 'offline'",
         Duration::from_secs(20),
         "offline after the guest stopped",
+        PAGE_STATE,
     );
     // A new guest on the same port: counters start again from 0.
     let g = boot_on_port(TEST, port);
@@ -1089,6 +943,7 @@ fn status_page_in_headless_chromium_under_load_and_across_a_restart() {
         ),
         PAGE_TIMEOUT,
         "back online with the restart counted",
+        PAGE_STATE,
     );
     let after = g.stats();
     assert!(

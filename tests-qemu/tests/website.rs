@@ -19,11 +19,11 @@ mod ranges;
 mod rules;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub use tests_qemu::Scratch;
 use tests_qemu::http::{HttpGuest, Response, Transport, parse_response};
 
 #[test]
@@ -48,32 +48,6 @@ fn redbot_reports_no_errors() {
 
 /// curl's own limit for one invocation.
 const CURL_MAX_TIME: &str = "30";
-
-/// A scratch directory, removed on drop.
-pub struct Scratch(PathBuf);
-
-impl Scratch {
-    pub fn new(test: &str) -> Scratch {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tests-qemu-website-{test}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        Scratch(dir)
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// What a bounded child process produced.
 pub struct Ran {

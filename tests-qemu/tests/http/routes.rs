@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use tests_qemu::Scratch;
 use tests_qemu::http::{
     HttpGuest, Response, Stats, Transport, boot_http, brotli_best, etag_of, gunzip, gzip_best,
     parse_response, site_file, site_path, unbrotli,
@@ -34,32 +34,6 @@ impl Curl {
             self.body.len(),
             String::from_utf8_lossy(&self.body[..self.body.len().min(120)])
         )
-    }
-}
-
-/// A scratch directory for curl's output files, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tests-qemu-{test}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -1,15 +1,13 @@
 //! Real clients on the whole site: headless Chromium playing and seeking the
 //! video, REDbot's lint of four responses.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use tests_qemu::browser::Browser;
 use tests_qemu::http::{Transport, boot_http, site_file};
-use tests_qemu::note;
 
 use super::{raw_status_is, run_bounded};
 
@@ -21,143 +19,6 @@ fn artifacts() -> PathBuf {
     let dir = boot_image::repo_root().join("target/website");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
     dir
-}
-
-fn chromium() -> String {
-    if let Ok(bin) = std::env::var("TESTS_QEMU_CHROMIUM") {
-        return bin;
-    }
-    for candidate in ["chromium", "chromium-browser", "google-chrome"] {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(candidate).is_file()));
-        if found {
-            return candidate.to_string();
-        }
-    }
-    panic!("no chromium on PATH: install the Debian package chromium (or set TESTS_QEMU_CHROMIUM)")
-}
-
-/// Headless Chromium behind `observability/cdp.py` (the status-page test's
-/// DevTools driver, used as it is); quits when dropped.
-struct Browser {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    profile: PathBuf,
-    log: PathBuf,
-}
-
-impl Browser {
-    fn start(test: &str) -> Browser {
-        let binary = chromium();
-        let profile = std::env::temp_dir().join(format!(
-            "tests-qemu-website-chromium-{}-{test}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&profile);
-        std::fs::create_dir_all(&profile).expect("chromium profile dir");
-        let log = artifacts().join(format!("{test}-chromium.log"));
-        let cdp = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/observability/cdp.py");
-        let mut child = Command::new("python3")
-            .arg(&cdp)
-            .arg(&binary)
-            .arg(&profile)
-            .arg(&log)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", cdp.display()));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut b = Browser {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            profile,
-            log,
-        };
-        let ready = b.reply("start");
-        assert_eq!(ready["ready"], true, "cdp.py: {ready}");
-        note(test, format_args!("browser: {binary}"));
-        b
-    }
-
-    fn reply(&mut self, what: &str) -> Value {
-        match self.lines.recv_timeout(Duration::from_secs(90)) {
-            Ok(line) => {
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("cdp.py said {line:?}: {e}"))
-            }
-            Err(e) => panic!(
-                "cdp.py: no reply to {what} ({e}); chromium log {}:\n{}",
-                self.log.display(),
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            ),
-        }
-    }
-
-    fn cmd(&mut self, request: Value) -> Value {
-        let line = format!("{request}\n");
-        self.stdin
-            .as_mut()
-            .expect("cdp.py stdin")
-            .write_all(line.as_bytes())
-            .unwrap_or_else(|e| panic!("writing to cdp.py: {e}"));
-        let reply = self.reply(&line);
-        if reply["ok"] != true {
-            panic!("cdp.py {request}: {reply}");
-        }
-        reply
-    }
-
-    fn eval(&mut self, expr: &str) -> Value {
-        self.cmd(json!({"cmd": "eval", "expr": expr}))["value"].clone()
-    }
-
-    /// Re-evaluates `expr` every 200 ms until it is `true`; fails with the
-    /// clip's state otherwise.
-    fn wait_until(&mut self, expr: &str, what: &str) {
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        for _ in 0..10_000 {
-            if self.eval(expr) == true {
-                return;
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!(
-            "{what}: not within {STEP_TIMEOUT:?}; clip state: {}",
-            self.eval(CLIP_STATE)
-        );
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        if let Some(mut stdin) = self.stdin.take() {
-            let _ = stdin.write_all(b"{\"cmd\":\"quit\"}\n");
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.profile);
-    }
 }
 
 /// Adds a muted `<video>` of the clip to the page and records its events.
@@ -205,28 +66,39 @@ fn probe_clip() -> Option<(u64, u64, f64)> {
 pub fn chromium_plays_and_seeks_the_clip(transport: Transport) {
     let g = boot_http("website-chromium", transport, &[]);
     let before = g.stats();
-    let mut b = Browser::start("website-chromium");
+    let mut b = Browser::start("website-chromium", &artifacts());
     // A page of the guest's own, so the video is same-origin.
     b.cmd(json!({"cmd": "open", "url": g.url("/docs/"), "width": 800, "height": 600}));
     assert_eq!(b.eval(CLIP_SETUP), true);
     let v = "window.__clip.v";
     b.wait_until(
         &format!("{v}.readyState >= 1"),
+        STEP_TIMEOUT,
         "metadata of /media/clip.webm",
+        CLIP_STATE,
     );
     let played = b.eval(&format!(
         "{v}.play().then(() => 'ok', e => 'play() failed: ' + e)"
     ));
     assert_eq!(played, "ok", "state: {}", b.eval(CLIP_STATE));
-    b.wait_until(&format!("{v}.currentTime > 0.3"), "playing from the start");
+    b.wait_until(
+        &format!("{v}.currentTime > 0.3"),
+        STEP_TIMEOUT,
+        "playing from the start",
+        CLIP_STATE,
+    );
     assert_eq!(b.eval(&format!("{v}.currentTime = 4, true")), true);
     b.wait_until(
         &format!("window.__clip.seeked && {v}.readyState >= 3"),
+        STEP_TIMEOUT,
         "seeked to 4 s with data to play",
+        CLIP_STATE,
     );
     b.wait_until(
         &format!("{v}.currentTime >= 4.3 || {v}.ended"),
+        STEP_TIMEOUT,
         "playing on after the seek",
+        CLIP_STATE,
     );
     let state: Value =
         serde_json::from_str(b.eval(CLIP_STATE).as_str().unwrap_or("{}")).expect("clip state JSON");
@@ -245,13 +117,7 @@ pub fn chromium_plays_and_seeks_the_clip(transport: Transport) {
             assert!((duration - 6.0).abs() < 0.2, "duration {duration}: {state}");
         }
     }
-    let page_errors: Vec<Value> = b.cmd(json!({"cmd": "events"}))["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["level"] == "error" || e["kind"] == "exception")
-        .cloned()
-        .collect();
+    let page_errors = b.errors();
     if !page_errors.is_empty() {
         g.note(format_args!("page errors: {page_errors:?}"));
     }
