@@ -673,6 +673,27 @@ pub fn etag_of(bytes: &[u8]) -> String {
     format!("\"{hash:016x}\"")
 }
 
+/// The `Content-Type` the kernel gives a file of the default site, by
+/// extension (its table in `kernel/src/app/asset_meta.rs`, for the extensions
+/// the default site uses); panics for any other, so a new kind of file gets
+/// an expectation written down.
+pub fn site_content_type(rel: &str) -> &'static str {
+    match std::path::Path::new(rel)
+        .extension()
+        .and_then(|e| e.to_str())
+    {
+        Some("html") => "text/html; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("txt") => "text/plain; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("bin") => "application/octet-stream",
+        Some("gz") => "application/gzip",
+        Some("webm") => "video/webm",
+        other => panic!("site file {rel}: extension {other:?} not covered by the tests"),
+    }
+}
+
 /// Decompresses a gzip body.
 pub fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();

@@ -312,3 +312,20 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A `python3` that can import `module` (pyenv's first, then Debian's
+/// `/usr/bin/python3`); panics with `install_hint` when neither can.
+pub fn python_with(module: &str, install_hint: &str) -> String {
+    for candidate in ["python3", "/usr/bin/python3"] {
+        let ok = std::process::Command::new(candidate)
+            .args(["-c", &format!("import {module}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|st| st.success());
+        if ok {
+            return candidate.to_string();
+        }
+    }
+    panic!("no python3 can import {module}: {install_hint}")
+}

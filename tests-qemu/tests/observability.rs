@@ -24,7 +24,7 @@ use boot_image::{Guest, QemuConfig};
 use serde_json::{Value, json};
 use tests_qemu::browser::Browser;
 use tests_qemu::http::{Client, HttpGuest, STATS_COUNTERS, Transport, boot_http, site_file};
-use tests_qemu::{INIT_TIMEOUT, config};
+use tests_qemu::{INIT_TIMEOUT, config, python_with};
 
 /// Every `/api/stats.json` counter's metric: field, sample name, labels, type,
 /// and the divisor from the JSON value (milliseconds to seconds). This is the
@@ -309,26 +309,6 @@ fn artifacts() -> PathBuf {
     dir
 }
 
-/// A `python3` that can import `prometheus_client` (pyenv's first, then
-/// Debian's, where `python3-prometheus-client` installs it).
-fn python_with_prometheus_client() -> String {
-    for candidate in ["python3", "/usr/bin/python3"] {
-        let ok = Command::new(candidate)
-            .args(["-c", "import prometheus_client.parser"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return candidate.to_string();
-        }
-    }
-    panic!(
-        "no python3 can import prometheus_client: install the Debian package \
-         python3-prometheus-client (or `pip install prometheus_client`)"
-    )
-}
-
 // ---------------------------------------------------------------- /metrics
 
 /// One scrape, parsed by prometheus_client: (sample name, labels) -> value,
@@ -428,7 +408,10 @@ fn scrape(g: &HttpGuest, python: &str) -> Scrape {
 
 #[test]
 fn metrics_parse_with_a_real_prometheus_parser_and_match_the_traffic() {
-    let python = python_with_prometheus_client();
+    let python = python_with(
+        "prometheus_client.parser",
+        "install the Debian package python3-prometheus-client (or `pip install prometheus_client`)",
+    );
     let g = boot_http("metrics", Transport::Legacy, &[]);
     let fields: BTreeSet<&str> = METRICS.iter().map(|m| m.0).collect();
     let json: BTreeSet<&str> = STATS_COUNTERS.iter().copied().collect();

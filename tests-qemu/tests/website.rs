@@ -23,8 +23,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use tests_qemu::Scratch;
 use tests_qemu::http::{HttpGuest, Response, Transport, parse_response};
+pub use tests_qemu::{Scratch, python_with};
 
 #[test]
 fn ranges_with_curl_requests_and_a_resumed_download() {
@@ -294,32 +294,7 @@ pub fn content_type_of(rel: &str) -> &'static str {
         // `_headers` sets it for the whole folder.
         return "text/plain; charset=utf-8";
     }
-    match Path::new(rel).extension().and_then(|e| e.to_str()) {
-        Some("html") => "text/html; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("js") => "text/javascript; charset=utf-8",
-        Some("txt") => "text/plain; charset=utf-8",
-        Some("svg") => "image/svg+xml",
-        Some("bin") => "application/octet-stream",
-        Some("webm") => "video/webm",
-        other => panic!("site file {rel}: extension {other:?} not covered by this test"),
-    }
-}
-
-/// A `python3` that can import `module` (pyenv's first, then Debian's).
-pub fn python_with(module: &str, package_hint: &str) -> String {
-    for candidate in ["python3", "/usr/bin/python3"] {
-        let ok = Command::new(candidate)
-            .args(["-c", &format!("import {module}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return candidate.to_string();
-        }
-    }
-    panic!("no python3 can import {module}: {package_hint} (scripts/install-deps does)")
+    tests_qemu::http::site_content_type(rel)
 }
 
 /// One part of a `multipart/byteranges` body.

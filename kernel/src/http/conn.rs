@@ -595,15 +595,9 @@ impl Conn {
 
 /// Copies `src[*sent..]` into `out` as far as it fits, advancing `*sent`.
 fn copy_from(src: &[u8], sent: &mut usize, out: &mut [u8]) -> usize {
-    let pending = src.get(*sent..).unwrap_or_default();
-    let n = pending.len().min(out.len());
-    if let (Some(dst), Some(from)) = (out.get_mut(..n), pending.get(..n)) {
-        dst.copy_from_slice(from);
-        *sent = sent.saturating_add(n);
-        n
-    } else {
-        0
-    }
+    let n = super::copy_slice_at(src, *sent, out);
+    *sent = sent.saturating_add(n);
+    n
 }
 
 #[cfg(test)]

@@ -176,7 +176,8 @@ impl Body {
     }
 }
 
-fn copy_slice_at(src: &[u8], offset: usize, out: &mut [u8]) -> usize {
+/// Copies `src[offset..]` into `out` as far as it fits; returns how many bytes.
+pub(crate) fn copy_slice_at(src: &[u8], offset: usize, out: &mut [u8]) -> usize {
     let pending = src.get(offset..).unwrap_or_default();
     let n = pending.len().min(out.len());
     match (out.get_mut(..n), pending.get(..n)) {

@@ -6,7 +6,7 @@ use std::process::Command;
 use tests_qemu::Scratch;
 use tests_qemu::http::{
     HttpGuest, Response, Stats, Transport, boot_http, brotli_best, etag_of, gunzip, gzip_best,
-    parse_response, site_file, site_path, unbrotli,
+    parse_response, site_content_type, site_file, site_path, unbrotli,
 };
 
 /// curl's own limit for one invocation.
@@ -114,17 +114,7 @@ fn last_head(dump: &[u8]) -> Result<Response, String> {
 
 /// Expected `Content-Type` of a site file, by extension (the kernel's table).
 fn content_type_of(rel: &str) -> &'static str {
-    match Path::new(rel).extension().and_then(|e| e.to_str()) {
-        Some("html") => "text/html; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("js") => "text/javascript; charset=utf-8",
-        Some("txt") => "text/plain; charset=utf-8",
-        Some("svg") => "image/svg+xml",
-        Some("bin") => "application/octet-stream",
-        Some("gz") => "application/gzip",
-        Some("webm") => "video/webm",
-        other => panic!("site file {rel}: extension {other:?} not covered by this test"),
-    }
+    site_content_type(rel)
 }
 
 /// The default site's `Cache-Control` per file: its `_headers` gives `media/`

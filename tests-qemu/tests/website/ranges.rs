@@ -310,7 +310,7 @@ print(json.dumps(results))
     let ranges: Vec<&str> = wanted.iter().map(|w| w.0).collect();
     let python = python_with(
         "requests",
-        "install python3-requests or `pip install requests`",
+        "install python3-requests or `pip install requests` (scripts/install-deps does)",
     );
     let ran = run_bounded(
         Command::new(&python).args([
