@@ -11,6 +11,8 @@ Usage:
   cargo run [-- OPTIONS] [-- QEMU-ARGS...]   build, then boot with the serial console here
   cargo run -- image [--debug|--release]     build only; print the image path on stdout
   cargo image [--debug]                      same (alias)
+  cargo run -- bundle DIR -o FILE            write site directory DIR as a bundle
+                                             (for -initrd; no kernel build)
 
 Options:
   --release           boot the release kernel (default)
@@ -50,6 +52,11 @@ pub enum Cli {
     },
     /// Build and boot.
     Run(RunOptions),
+    /// Write a site directory as a bundle.
+    Bundle {
+        dir: PathBuf,
+        out: PathBuf,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,6 +161,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
         args.next();
         return parse_image(args);
     }
+    if args.peek().map(String::as_str) == Some("bundle") {
+        args.next();
+        return parse_bundle(args);
+    }
     let mut opts = RunOptions::default();
     let mut port_given = false;
     let mut no_net = false;
@@ -216,6 +227,26 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
         opts.port = None;
     }
     Ok(Cli::Run(opts))
+}
+
+fn parse_bundle(mut args: impl Iterator<Item = String>) -> Result<Cli, String> {
+    let (mut dir, mut out) = (None, None);
+    while let Some(arg) = args.next() {
+        let (name, inline) = split_inline(&arg);
+        match name {
+            "-h" | "--help" => return Ok(Cli::Help),
+            "-o" | "--output" => {
+                out = Some(PathBuf::from(take_value(name, inline, &mut args, "FILE")?));
+            }
+            _ if arg.starts_with('-') => return Err(format!("unknown option {arg:?}")),
+            _ if dir.is_none() => dir = Some(PathBuf::from(arg)),
+            _ => return Err(format!("'bundle' takes one directory, got {arg:?} too")),
+        }
+    }
+    match (dir, out) {
+        (Some(dir), Some(out)) => Ok(Cli::Bundle { dir, out }),
+        _ => Err("usage: bundle DIR -o FILE".to_string()),
+    }
 }
 
 fn parse_image(args: impl Iterator<Item = String>) -> Result<Cli, String> {
@@ -315,6 +346,28 @@ mod tests {
         assert_eq!(parse_strs(&["-h"]), Ok(Cli::Help));
         assert_eq!(parse_strs(&["--port", "1", "--help"]), Ok(Cli::Help));
         assert_eq!(parse_strs(&["image", "--help"]), Ok(Cli::Help));
+    }
+
+    #[test]
+    fn bundle_subcommand() {
+        assert_eq!(
+            parse_strs(&["bundle", "site", "-o", "s.bundle"]),
+            Ok(Cli::Bundle {
+                dir: "site".into(),
+                out: "s.bundle".into()
+            })
+        );
+        assert_eq!(
+            parse_strs(&["bundle", "--output=x", "d"]),
+            Ok(Cli::Bundle {
+                dir: "d".into(),
+                out: "x".into()
+            })
+        );
+        assert!(parse_strs(&["bundle", "site"]).is_err());
+        assert!(parse_strs(&["bundle", "-o", "x"]).is_err());
+        assert!(parse_strs(&["bundle", "a", "b", "-o", "x"]).is_err());
+        assert!(parse_strs(&["bundle", "a", "-o"]).is_err());
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //!
 //! The `boot-image` binary (what `cargo run` runs) uses all three.
 
+extern crate alloc;
+
 mod builder;
+pub mod bundle;
 mod capture;
 mod guest;
 mod kvm;

@@ -49,6 +49,27 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Ok(Cli::Run(opts)) => run(&opts),
+        Ok(Cli::Bundle { dir, out }) => {
+            let started = std::time::Instant::now();
+            match boot_image::bundle::build(&dir, &out) {
+                Ok(summary) => {
+                    for warning in &summary.warnings {
+                        eprintln!("boot-image: {warning}");
+                    }
+                    eprintln!(
+                        "boot-image: {}: {} files, {} paths, {} redirect rules, {} bytes in {:.2} s",
+                        out.display(),
+                        summary.files,
+                        summary.paths,
+                        summary.redirects,
+                        summary.bytes,
+                        started.elapsed().as_secs_f64()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
     }
 }
 

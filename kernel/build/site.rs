@@ -45,11 +45,39 @@ struct SiteFile {
     source: PathBuf,
 }
 
-/// What one baked file turned into (the table rows refer to it by index).
-struct Baked {
-    etag: String,
-    gzip_etag: Option<String>,
-    br_etag: Option<String>,
+/// One file of a compiled site: its body and the variants kept.
+pub struct CompiledFile {
+    pub body: Vec<u8>,
+    pub etag: String,
+    /// `(bytes, etag)` of the gzip variant, kept only where smaller.
+    pub gzip: Option<(Vec<u8>, String)>,
+    /// `(bytes, etag)` of the brotli variant, kept only where smaller.
+    pub br: Option<(Vec<u8>, String)>,
+}
+
+/// One path served, pointing at a [`CompiledFile`].
+pub struct CompiledRow {
+    pub url: String,
+    /// Index into [`CompiledSite::files`].
+    pub file: usize,
+    pub content_type: String,
+    pub cache_control: Option<String>,
+    /// The other `_headers` fields for this path, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A site directory turned into what the kernel serves: the same data whether
+/// it is baked into the kernel (`bake_dir`) or written into a bundle by the
+/// image builder.
+pub struct CompiledSite {
+    pub files: Vec<CompiledFile>,
+    /// Sorted by `url`, each `url` once.
+    pub rows: Vec<CompiledRow>,
+    pub redirects: Vec<RedirectRule>,
+    /// Files and directories read (for `cargo:rerun-if-changed`).
+    pub inputs: Vec<PathBuf>,
+    /// What was left out, and why.
+    pub warnings: Vec<String>,
 }
 
 pub fn bake() {
@@ -70,38 +98,43 @@ pub fn bake() {
     bake_dir(&manifest.join(BUILTIN_DIR), &out, "builtin", false);
 }
 
-/// Reads a rules file at the site root, if there is one; a bad line panics
-/// with `path:line: reason`.
+/// Reads a rules file at the site root, if there is one; a bad line is an
+/// error `path:line: reason`.
 fn read_rules<T>(
     dir: &Path,
     name: &str,
     parse: fn(&str) -> Result<Vec<T>, site_rules::RuleError>,
-) -> Vec<T> {
+    inputs: &mut Vec<PathBuf>,
+) -> Result<Vec<T>, String> {
     let path = dir.join(name);
-    println!("cargo:rerun-if-changed={}", path.display());
+    inputs.push(path.clone());
     let Ok(text) = fs::read(&path) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    let text = String::from_utf8(text).unwrap_or_else(|_| panic!("{}: not UTF-8", path.display()));
-    parse(&text).unwrap_or_else(|e| panic!("{}:{}: {}", path.display(), e.line, e.reason))
+    let text = String::from_utf8(text).map_err(|_| format!("{}: not UTF-8", path.display()))?;
+    parse(&text).map_err(|e| format!("{}:{}: {}", path.display(), e.line, e.reason))
 }
 
-/// Bakes `dir` into `$OUT_DIR/<name>.rs` (bodies under `$OUT_DIR/<name>/`);
-/// `with_rules`: read `_headers` / `_redirects` and emit `REDIRECTS`.
-pub fn bake_dir(dir: &Path, out: &Path, name: &str, with_rules: bool) {
+/// Compiles `dir`: every file with its variants and ETags, every path it is
+/// served at with its content type and `_headers` fields, and (`with_rules`)
+/// the `_redirects` rules. Any file or rule the server could not serve as
+/// written is an error naming it.
+pub fn compile(dir: &Path, with_rules: bool) -> Result<CompiledSite, String> {
+    let mut inputs = Vec::new();
+    let mut warnings = Vec::new();
     let mut files = Vec::new();
-    collect(dir, "", 0, &mut files);
+    collect(dir, "", 0, &mut files, &mut inputs, &mut warnings)?;
     files.sort_by(|a, b| a.url.cmp(&b.url));
     if files.is_empty() {
-        println!(
-            "cargo:warning=site directory {} has no files: every path will be 404",
+        warnings.push(format!(
+            "site directory {} has no files: every path will be 404",
             dir.display()
-        );
+        ));
     }
     let (header_rules, redirect_rules) = if with_rules {
         (
-            read_rules(dir, "_headers", site_rules::parse_headers),
-            read_rules(dir, "_redirects", site_rules::parse_redirects),
+            read_rules(dir, "_headers", site_rules::parse_headers, &mut inputs)?,
+            read_rules(dir, "_redirects", site_rules::parse_redirects, &mut inputs)?,
         )
     } else {
         (Vec::new(), Vec::new())
@@ -111,77 +144,136 @@ pub fn bake_dir(dir: &Path, out: &Path, name: &str, with_rules: bool) {
         .map(|f| (f.url.as_str(), f.source.as_path()))
         .collect();
 
+    // (path served, index into `files`), sorted by path at the end.
+    let mut served: Vec<(String, usize)> = Vec::new();
+    let mut compiled: Vec<CompiledFile> = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let body =
+            fs::read(&file.source).map_err(|e| format!("read {}: {e}", file.source.display()))?;
+        let compressible = asset_meta::is_compressible(asset_meta::content_type(&file.url));
+        let sidecar = |ext: &str,
+                       decode: fn(&[u8]) -> Option<Vec<u8>>|
+         -> Result<Option<Vec<u8>>, String> {
+            let Some(source) = sources.get(format!("{}.{ext}", file.url).as_str()) else {
+                return Ok(None);
+            };
+            let packed = fs::read(source).map_err(|e| format!("read {}: {e}", source.display()))?;
+            if decode(&packed).as_deref() != Some(&body[..]) {
+                return Err(format!(
+                    "site: {} does not decompress to {} (rebuild it or remove it)",
+                    source.display(),
+                    file.source.display()
+                ));
+            }
+            Ok(Some(packed))
+        };
+        let gzip = sidecar("gz", gunzip)?
+            .or_else(|| compressible.then(|| gzip(&body)))
+            .filter(|v| v.len() < body.len());
+        let br = sidecar("br", unbrotli)?
+            .or_else(|| compressible.then(|| brotli(&body)))
+            .filter(|v| v.len() < body.len());
+        let with_etag = |bytes: Vec<u8>| {
+            let tag = etag(&bytes);
+            (bytes, tag)
+        };
+        compiled.push(CompiledFile {
+            etag: etag(&body),
+            body,
+            gzip: gzip.map(with_etag),
+            br: br.map(with_etag),
+        });
+        served.push((file.url.clone(), i));
+        if let Some(dir_url) = file.url.strip_suffix("index.html") {
+            served.push((dir_url.to_string(), i));
+        }
+    }
+    served.sort();
+    if let Some(w) = served.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(format!("site: two assets are served at {}", w[0].0));
+    }
+    check_rewrite_targets(dir, &redirect_rules, &served)?;
+
+    let mut rows = Vec::with_capacity(served.len());
+    for (url, i) in served {
+        let content_type = asset_meta::content_type(&files[i].url);
+        let cache = if asset_meta::is_fingerprinted(&url) {
+            asset_meta::IMMUTABLE
+        } else {
+            asset_meta::REVALIDATE
+        };
+        let resolved = site_rules::resolve_headers(&header_rules, &url, content_type, cache);
+        let Some(content_type) = resolved.content_type else {
+            return Err(format!(
+                "site: _headers detaches Content-Type of {url}; set another type instead"
+            ));
+        };
+        let rule_bytes: usize = resolved
+            .fields
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum();
+        if rule_bytes > asset_meta::MAX_RULE_HEADER_BYTES {
+            return Err(format!(
+                "site: _headers gives {url} {rule_bytes} bytes of header fields; at most {} fit a response",
+                asset_meta::MAX_RULE_HEADER_BYTES
+            ));
+        }
+        rows.push(CompiledRow {
+            url,
+            file: i,
+            content_type: content_type.to_string(),
+            cache_control: resolved.cache_control.map(|c| c.to_string()),
+            headers: resolved.fields,
+        });
+    }
+    Ok(CompiledSite {
+        files: compiled,
+        rows,
+        redirects: redirect_rules,
+        inputs,
+        warnings,
+    })
+}
+
+/// Bakes `dir` into `$OUT_DIR/<name>.rs` (bodies under `$OUT_DIR/<name>/`);
+/// `with_rules`: read `_headers` / `_redirects` and emit `REDIRECTS`. Panics
+/// with the reason if the site cannot be served as written.
+pub fn bake_dir(dir: &Path, out: &Path, name: &str, with_rules: bool) {
+    let site = compile(dir, with_rules).unwrap_or_else(|e| panic!("{e}"));
+    for input in &site.inputs {
+        println!("cargo:rerun-if-changed={}", input.display());
+    }
+    for warning in &site.warnings {
+        println!("cargo:warning={warning}");
+    }
+
     let store = out.join(name);
     // Start from an empty directory so files of a previous site cannot linger.
     let _ = fs::remove_dir_all(&store);
     fs::create_dir_all(&store).unwrap_or_else(|e| panic!("create {}: {e}", store.display()));
 
     let mut statics = String::new();
-    // (path served, index into `files`), sorted by path at the end.
-    let mut rows: Vec<(String, usize)> = Vec::new();
-    let mut baked: Vec<Baked> = Vec::new();
-    for (i, file) in files.iter().enumerate() {
-        let body = fs::read(&file.source)
-            .unwrap_or_else(|e| panic!("read {}: {e}", file.source.display()));
-        let body_path = store.join(format!("{i}.body"));
-        write(&body_path, &body);
-        writeln!(
-            statics,
-            "static BODY_{i}: &[u8] = include_bytes!({:?});",
-            path_str(&body_path)
-        )
-        .expect("format");
-        let compressible = asset_meta::is_compressible(asset_meta::content_type(&file.url));
-        let sidecar = |ext: &str, decode: fn(&[u8]) -> Option<Vec<u8>>| {
-            let source = sources.get(format!("{}.{ext}", file.url).as_str())?;
-            let packed =
-                fs::read(source).unwrap_or_else(|e| panic!("read {}: {e}", source.display()));
-            if decode(&packed).as_deref() != Some(&body[..]) {
-                panic!(
-                    "site: {} does not decompress to {} (rebuild it or remove it)",
-                    source.display(),
-                    file.source.display()
-                );
-            }
-            Some(packed)
+    for (i, file) in site.files.iter().enumerate() {
+        let mut body = |tag: &str, bytes: &[u8]| {
+            let path = store.join(format!("{i}.{tag}"));
+            write(&path, bytes);
+            writeln!(
+                statics,
+                "static {}_{i}: &[u8] = include_bytes!({:?});",
+                tag.to_uppercase(),
+                path_str(&path)
+            )
+            .expect("format");
         };
-        let gzip = sidecar("gz", gunzip)
-            .or_else(|| compressible.then(|| gzip(&body)))
-            .filter(|v| v.len() < body.len());
-        let br = sidecar("br", unbrotli)
-            .or_else(|| compressible.then(|| brotli(&body)))
-            .filter(|v| v.len() < body.len());
-        let mut variant = |tag: &str, bytes: Option<Vec<u8>>| {
-            bytes.map(|bytes| {
-                let path = store.join(format!("{i}.{tag}"));
-                write(&path, &bytes);
-                writeln!(
-                    statics,
-                    "static {}_{i}: &[u8] = include_bytes!({:?});",
-                    tag.to_uppercase(),
-                    path_str(&path)
-                )
-                .expect("format");
-                etag(&bytes)
-            })
-        };
-        let gzip_etag = variant("gzip", gzip);
-        let br_etag = variant("br", br);
-        baked.push(Baked {
-            etag: etag(&body),
-            gzip_etag,
-            br_etag,
-        });
-        rows.push((file.url.clone(), i));
-        if let Some(dir_url) = file.url.strip_suffix("index.html") {
-            rows.push((dir_url.to_string(), i));
+        body("body", &file.body);
+        if let Some((bytes, _)) = &file.gzip {
+            body("gzip", bytes);
+        }
+        if let Some((bytes, _)) = &file.br {
+            body("br", bytes);
         }
     }
-    rows.sort();
-    if let Some(w) = rows.windows(2).find(|w| w[0].0 == w[1].0) {
-        panic!("site: two assets are served at {}", w[0].0);
-    }
-    check_rewrite_targets(dir, &redirect_rules, &rows);
 
     let mut code = String::new();
     writeln!(
@@ -198,48 +290,30 @@ pub fn bake_dir(dir: &Path, out: &Path, name: &str, with_rules: bool) {
     .expect("format");
     code.push_str(&statics);
     // Header lists shared between rows that resolve to the same fields.
-    let mut header_sets: BTreeMap<Vec<(String, String)>, usize> = BTreeMap::new();
+    let mut header_sets: BTreeMap<&[(String, String)], usize> = BTreeMap::new();
     let mut assets = String::new();
-    for (url, i) in &rows {
-        let b = &baked[*i];
-        let content_type = asset_meta::content_type(&files[*i].url);
-        let cache = if asset_meta::is_fingerprinted(url) {
-            asset_meta::IMMUTABLE
-        } else {
-            asset_meta::REVALIDATE
-        };
-        let resolved = site_rules::resolve_headers(&header_rules, url, content_type, cache);
-        let Some(content_type) = resolved.content_type else {
-            panic!("site: _headers detaches Content-Type of {url}; set another type instead");
-        };
-        let rule_bytes: usize = resolved
-            .fields
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 4)
-            .sum();
-        if rule_bytes > asset_meta::MAX_RULE_HEADER_BYTES {
-            panic!(
-                "site: _headers gives {url} {rule_bytes} bytes of header fields; at most {} fit a response",
-                asset_meta::MAX_RULE_HEADER_BYTES
-            );
-        }
+    for row in &site.rows {
+        let i = row.file;
+        let b = &site.files[i];
         let next = header_sets.len();
-        let set = *header_sets.entry(resolved.fields).or_insert(next);
-        let variant = |tag: &str, etag: &Option<String>| match etag {
-            Some(e) => format!("Some(Variant {{ body: {tag}_{i}, etag: {e:?} }})"),
+        let set = *header_sets.entry(&row.headers).or_insert(next);
+        let variant = |tag: &str, v: &Option<(Vec<u8>, String)>| match v {
+            Some((_, e)) => format!("Some(Variant {{ body: {tag}_{i}, etag: {e:?} }})"),
             None => "None".to_string(),
         };
         writeln!(
             assets,
-            "    Asset {{ path: {url:?}, body: BODY_{i}, etag: {:?}, gzip: {}, br: {}, content_type: {content_type:?}, cache_control: {:?}, headers: HEADERS_{set} }},",
+            "    Asset {{ path: {:?}, body: BODY_{i}, etag: {:?}, gzip: {}, br: {}, content_type: {:?}, cache_control: {:?}, headers: HEADERS_{set} }},",
+            row.url,
             b.etag,
-            variant("GZIP", &b.gzip_etag),
-            variant("BR", &b.br_etag),
-            resolved.cache_control,
+            variant("GZIP", &b.gzip),
+            variant("BR", &b.br),
+            row.content_type,
+            row.cache_control,
         )
         .expect("format");
     }
-    let mut sets: Vec<(usize, Vec<(String, String)>)> = header_sets
+    let mut sets: Vec<(usize, &[(String, String)])> = header_sets
         .into_iter()
         .map(|(fields, n)| (n, fields))
         .collect();
@@ -252,7 +326,7 @@ pub fn bake_dir(dir: &Path, out: &Path, name: &str, with_rules: bool) {
     code.push_str("];\n");
     if with_rules {
         code.push_str("\n/// The site's `_redirects` rules, in file order.\npub static REDIRECTS: &[Redirect] = &[\n");
-        for r in &redirect_rules {
+        for r in &site.redirects {
             writeln!(
                 code,
                 "    Redirect {{ from: {:?}, to: {:?}, status: {}, force: {} }},",
@@ -267,7 +341,11 @@ pub fn bake_dir(dir: &Path, out: &Path, name: &str, with_rules: bool) {
 
 /// A rewrite (200 / 404) whose target has no placeholder must name a file of
 /// the site: otherwise every request it matches would be a 404.
-fn check_rewrite_targets(dir: &Path, rules: &[RedirectRule], rows: &[(String, usize)]) {
+fn check_rewrite_targets(
+    dir: &Path,
+    rules: &[RedirectRule],
+    rows: &[(String, usize)],
+) -> Result<(), String> {
     for rule in rules.iter().filter(|r| r.is_rewrite()) {
         if pattern::placeholders_used(&rule.to).next().is_some() {
             continue;
@@ -276,60 +354,69 @@ fn check_rewrite_targets(dir: &Path, rules: &[RedirectRule], rows: &[(String, us
             .binary_search_by(|(url, _)| url.as_str().cmp(&rule.to))
             .is_err()
         {
-            panic!(
+            return Err(format!(
                 "{}:{}: rewrite target {} is not a file of the site",
                 dir.join("_redirects").display(),
                 rule.line,
                 rule.to
-            );
+            ));
         }
     }
+    Ok(())
 }
 
 /// Appends every regular file under `dir` to `files`, with its URL path.
-fn collect(dir: &Path, url_prefix: &str, depth: usize, files: &mut Vec<SiteFile>) {
+fn collect(
+    dir: &Path,
+    url_prefix: &str,
+    depth: usize,
+    files: &mut Vec<SiteFile>,
+    inputs: &mut Vec<PathBuf>,
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
     if depth > MAX_DEPTH {
-        panic!(
+        return Err(format!(
             "site: {} is nested more than {MAX_DEPTH} directories deep (symlink loop?)",
             dir.display()
-        );
+        ));
     }
-    println!("cargo:rerun-if-changed={}", dir.display());
-    let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
+    inputs.push(dir.to_path_buf());
+    let entries = fs::read_dir(dir).map_err(|e| format!("read {}: {e}", dir.display()))?;
     for entry in entries {
-        let entry = entry.unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
+        let entry = entry.map_err(|e| format!("read {}: {e}", dir.display()))?;
         let path = entry.path();
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-            panic!("site: file name {} is not UTF-8", path.display());
+            return Err(format!("site: file name {} is not UTF-8", path.display()));
         };
         let url = format!("{url_prefix}/{name}");
         if name.starts_with('.') && !asset_meta::is_served_dot_dir(&url) {
-            println!("cargo:warning=site: skipping dot-file {}", path.display());
+            warnings.push(format!("site: skipping dot-file {}", path.display()));
             continue;
         }
         if asset_meta::is_rules_file(&url) {
             continue;
         }
         if !asset_meta::is_valid_url_path(&url) {
-            panic!(
+            return Err(format!(
                 "site: {} would be served as {url:?}, which is not a valid URL path \
                  (use only letters, digits and -._~!$&'()*+,;=:@ in file names)",
                 path.display()
-            );
+            ));
         }
-        let meta = fs::metadata(&path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+        let meta = fs::metadata(&path).map_err(|e| format!("stat {}: {e}", path.display()))?;
         if meta.is_dir() {
-            collect(&path, &url, depth + 1, files);
+            collect(&path, &url, depth + 1, files, inputs, warnings)?;
         } else if meta.is_file() {
-            println!("cargo:rerun-if-changed={}", path.display());
+            inputs.push(path.clone());
             files.push(SiteFile { url, source: path });
         } else {
-            println!(
-                "cargo:warning=site: skipping {} (not a regular file)",
+            warnings.push(format!(
+                "site: skipping {} (not a regular file)",
                 path.display()
-            );
+            ));
         }
     }
+    Ok(())
 }
 
 fn etag(bytes: &[u8]) -> String {

@@ -22,6 +22,8 @@
 
 pub mod asset_meta;
 pub mod assets;
+pub mod bundle;
+pub mod bundle_format;
 pub mod pattern;
 pub mod requests;
 pub mod routes;

@@ -13,20 +13,27 @@
 //!    `!` apply before 1 and 2 (Netlify's shadowing). A pattern without a
 //!    trailing slash also matches the path with one.
 //! 4. Otherwise `404.html` at the site root with status 404, or a plain 404.
+//!
+//! The files come from the table baked into the kernel or from a validated
+//! [`Bundle`] (served in place); a bundle that failed its checks leaves a site
+//! that answers every request 503 with the reason.
 
-use super::assets::{self, Asset, Redirect};
+use super::assets::{self, Asset, Redirect, Variant};
+use super::bundle::{Bundle, BundleError};
 use super::pattern::{self, Captures};
 use crate::http::range::{self, ContentRange, Ranges};
 use crate::http::response::{self, status};
 use crate::http::{Body, Coding, Exchange, Handler, Request, Response};
+use alloc::boxed::Box;
 use alloc::string::String;
+use alloc::vec::Vec;
 
 /// The page a missing path gets, if the site has one.
 pub const NOT_FOUND_PAGE: &str = "/404.html";
 
 #[derive(Debug, Clone, Copy)]
 pub struct Site {
-    assets: &'static [Asset],
+    files: Files,
     redirects: &'static [Redirect],
     /// Some rule applies even where a file exists.
     forced: bool,
@@ -38,9 +45,23 @@ impl Default for Site {
     }
 }
 
+/// Where a site's files are.
+#[derive(Debug, Clone, Copy)]
+enum Files {
+    /// Sorted by path (baked by `build.rs`).
+    Table(&'static [Asset]),
+    /// Read in place; the `_headers` sets as the response wants them.
+    Bundle {
+        bundle: Bundle<'static>,
+        header_sets: &'static [&'static [(&'static str, &'static str)]],
+    },
+    /// Nothing is served: every request gets 503 with this reason.
+    Unavailable(&'static str),
+}
+
 /// What a path names before any rule applies.
 enum Found {
-    File(&'static Asset),
+    File(Asset),
     /// `path/` is a directory index: redirect to it.
     Directory,
     Nothing,
@@ -59,14 +80,82 @@ impl Site {
 
     pub fn with_rules(assets: &'static [Asset], redirects: &'static [Redirect]) -> Site {
         Site {
-            assets,
+            files: Files::Table(assets),
             redirects,
             forced: redirects.iter().any(|r| r.force),
         }
     }
 
-    pub fn lookup(&self, path: &str) -> Option<&'static Asset> {
-        assets::lookup_in(self.assets, path)
+    /// The site in bundle `bytes`, after every check of [`Bundle::parse`].
+    /// Its header sets and rules are put in the form responses use once, for
+    /// good (a site lives as long as the kernel); bodies stay where they are.
+    pub fn from_bundle(bytes: &'static [u8]) -> Result<Site, BundleError> {
+        let bundle = Bundle::parse(bytes)?;
+        let header_sets: Vec<&'static [(&'static str, &'static str)]> = (0..bundle
+            .header_set_count())
+            .map(|i| &*Box::leak(bundle.header_set(i).collect::<Vec<_>>().into_boxed_slice()))
+            .collect();
+        let redirects: Vec<Redirect> = bundle
+            .rules()
+            .map(|r| Redirect {
+                from: r.from,
+                to: r.to,
+                status: r.status,
+                force: r.force,
+            })
+            .collect();
+        let redirects: &'static [Redirect] = Box::leak(redirects.into_boxed_slice());
+        Ok(Site {
+            files: Files::Bundle {
+                bundle,
+                header_sets: Box::leak(header_sets.into_boxed_slice()),
+            },
+            redirects,
+            forced: redirects.iter().any(|r| r.force),
+        })
+    }
+
+    /// A site that answers every request 503 `unavailable: <reason>`.
+    pub fn unavailable(reason: &'static str) -> Site {
+        Site {
+            files: Files::Unavailable(reason),
+            redirects: &[],
+            forced: false,
+        }
+    }
+
+    /// `Err(reason)` when the site cannot serve (`/health` says so).
+    pub fn health(&self) -> Result<(), &'static str> {
+        match self.files {
+            Files::Unavailable(reason) => Err(reason),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn lookup(&self, path: &str) -> Option<Asset> {
+        match self.files {
+            Files::Table(table) => assets::lookup_in(table, path).copied(),
+            Files::Bundle {
+                bundle,
+                header_sets,
+            } => {
+                let e = bundle.find(path)?;
+                let variant = |v: Option<(&'static [u8], &'static str)>| {
+                    v.map(|(body, etag)| Variant { body, etag })
+                };
+                Some(Asset {
+                    path: e.path,
+                    body: e.body,
+                    etag: e.etag,
+                    gzip: variant(e.gzip),
+                    br: variant(e.br),
+                    content_type: e.content_type,
+                    cache_control: e.cache_control,
+                    headers: header_sets.get(e.header_set).copied().unwrap_or_default(),
+                })
+            }
+            Files::Unavailable(_) => None,
+        }
     }
 
     fn find(&self, path: &str) -> Found {
@@ -85,6 +174,17 @@ impl Site {
     }
 
     pub fn respond(&self, req: &Request) -> Response {
+        if let Files::Unavailable(reason) = self.files {
+            let mut body = Vec::with_capacity(reason.len() + 14);
+            body.extend_from_slice(b"unavailable: ");
+            body.extend_from_slice(reason.as_bytes());
+            body.push(b'\n');
+            return Response::new(
+                status::SERVICE_UNAVAILABLE,
+                Some("text/plain; charset=utf-8"),
+                Body::Owned(body),
+            );
+        }
         let found = self.find(req.path);
         let shadowed = !matches!(found, Found::Nothing);
         if !shadowed || self.forced {
@@ -99,7 +199,7 @@ impl Site {
             }
         }
         match found {
-            Found::File(asset) => serve(asset, req),
+            Found::File(asset) => serve(&asset, req),
             Found::Directory => {
                 let mut location = String::with_capacity(req.path.len() + 2);
                 location.push_str(req.path);
@@ -118,11 +218,11 @@ impl Site {
         }
         match rule.status {
             status::OK => match self.lookup(&target) {
-                Some(asset) => serve(asset, req),
+                Some(asset) => serve(&asset, req),
                 None => self.not_found(req),
             },
             status::NOT_FOUND => match self.lookup(&target) {
-                Some(page) => error_page(page, status::NOT_FOUND, req),
+                Some(page) => error_page(&page, status::NOT_FOUND, req),
                 None => self.not_found(req),
             },
             code => {
@@ -138,7 +238,7 @@ impl Site {
 
     fn not_found(&self, req: &Request) -> Response {
         match self.lookup(NOT_FOUND_PAGE) {
-            Some(page) => error_page(page, status::NOT_FOUND, req),
+            Some(page) => error_page(&page, status::NOT_FOUND, req),
             None => response::error(status::NOT_FOUND),
         }
     }
@@ -171,7 +271,7 @@ fn redirect(code: u16, mut location: String, query: Option<&str>) -> Response {
 }
 
 /// The representation of `asset` the request prefers: coding, body, ETag.
-fn select(asset: &'static Asset, req: &Request) -> (Coding, &'static [u8], &'static str) {
+fn select(asset: &Asset, req: &Request) -> (Coding, &'static [u8], &'static str) {
     let mut available = [(Coding::Identity, 0usize); 3];
     let mut n = 0usize;
     for (coding, body, _) in asset.codings() {
@@ -190,7 +290,7 @@ fn select(asset: &'static Asset, req: &Request) -> (Coding, &'static [u8], &'sta
 }
 
 /// The fields every response about `asset` carries.
-fn asset_response(asset: &'static Asset, code: u16, coding: Coding, body: Body) -> Response {
+fn asset_response(asset: &Asset, code: u16, coding: Coding, body: Body) -> Response {
     Response {
         content_encoding: coding,
         vary_accept_encoding: asset.has_variants(),
@@ -201,7 +301,7 @@ fn asset_response(asset: &'static Asset, code: u16, coding: Coding, body: Body) 
 }
 
 /// `asset` with status 200, 206, 304 or 416.
-fn serve(asset: &'static Asset, req: &Request) -> Response {
+fn serve(asset: &Asset, req: &Request) -> Response {
     let (coding, body, etag) = select(asset, req);
     let not_modified = req
         .if_none_match
@@ -260,7 +360,7 @@ fn serve(asset: &'static Asset, req: &Request) -> Response {
 
 /// `page` as the body of an error status: negotiated coding, no validators, no
 /// ranges (the page stands in for a resource that does not exist).
-fn error_page(page: &'static Asset, code: u16, req: &Request) -> Response {
+fn error_page(page: &Asset, code: u16, req: &Request) -> Response {
     let (coding, body, _) = select(page, req);
     asset_response(page, code, coding, Body::Static(body))
 }

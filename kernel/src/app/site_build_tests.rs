@@ -3,7 +3,7 @@
 
 #[allow(dead_code)] // `bake` reads the build environment: only `bake_dir` here
 #[path = "../../build/site.rs"]
-mod builder;
+pub(super) mod builder;
 
 // The builder names its shared modules as `super::...`.
 use super::{asset_meta, pattern, site_rules};
