@@ -1,16 +1,19 @@
 //! Bring-up order and the idle loop.
 
+use crate::app::Site;
 use crate::app::Stats;
 use crate::arch::{self, clock, cpu, fault, gdt, idt, ioapic, lapic, lockup, serial, watchdog};
+use crate::cmdline;
 use crate::config::{Config, LogLevel, MAX_CONFIG_LEN, NetFault};
 use crate::dev::fw_cfg;
 use crate::dev::net::{self as dev_net, NetDriver};
 use crate::dev::virtio::{self, MaskedTransport, MmioWindow};
 use crate::diag::StackRange;
-use crate::mem::{frames, heap, paging};
+use crate::mem::{frames, handover, heap, paging};
 use crate::net::Stack;
 use crate::net::server::Server;
 use crate::net::sizing;
+use crate::site_source;
 use bootloader_api::BootInfo;
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use core::sync::atomic::Ordering;
@@ -101,7 +104,7 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     // used by nothing else; init runs once.
     unsafe { heap::init(paging::phys_to_virt(heap_start), heap_size) };
 
-    let config = load_config();
+    let (config, cmdline_devices) = load_config(handover::cmdline(&boot_info.memory_regions));
     serial::init_logger(match config.log_level {
         LogLevel::Error => log::LevelFilter::Error,
         LogLevel::Warn => log::LevelFilter::Warn,
@@ -116,11 +119,14 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         frame_allocator.free_frames()
     );
 
+    let site = site_source::load(boot_info);
+
     let ioapics = init_interrupts();
     if let Some(fault) = config.fault.filter(|f| !f.in_main_loop()) {
         arch::fault_inject::inject(fault);
     }
-    let nic = find_nic(&config, &ioapics);
+    let listed = devices_outside_ram(&cmdline_devices, &boot_info.memory_regions);
+    let nic = find_nic(&config, &ioapics, &listed);
     log::info!("kernel: init complete");
     let lockup_ticks = config.lockup_ms * clock::TICK_HZ / 1000;
     log::info!(
@@ -133,22 +139,34 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     };
     // The ring size is a type parameter of the driver: one instance per supported size.
     match config.queue_size {
-        16 => serve::<16>(window, &config, lockup_ticks, main_loop_fault),
-        _ => serve::<256>(window, &config, lockup_ticks, main_loop_fault),
+        16 => serve::<16>(window, &config, site, lockup_ticks, main_loop_fault),
+        _ => serve::<256>(window, &config, site, lockup_ticks, main_loop_fault),
     }
 }
 
 /// Finds the NIC and routes its interrupt (unless `fault=no-irq`). Returns its
 /// register window; the driver is started by `serve`.
-fn find_nic(config: &Config, ioapics: &[ioapic::IoApic]) -> Option<MmioWindow> {
+fn find_nic(
+    config: &Config,
+    ioapics: &[ioapic::IoApic],
+    listed: &[(u64, u32)],
+) -> Option<MmioWindow> {
     let mut nic = None;
-    virtio::discover(ioapics.len() > 1, |found| {
+    let mut take = |found: virtio::Found| {
         // Every transport found is dropped here, which resets its device: the NIC's
         // is opened again by the driver, the others stay idle.
         if nic.is_none() && found.transport.device_type() == DeviceType::Network {
             nic = Some((found.window, found.gsi));
         }
-    });
+    };
+    if listed.is_empty() {
+        virtio::discover(ioapics.len() > 1, take);
+    } else {
+        // SAFETY: the command line is the VMM's own device list (what ACPI would
+        // say); `devices_outside_ram` kept only windows of at least MMIO_SIZE bytes
+        // inside the physical window and outside RAM, each once.
+        unsafe { virtio::discover_listed(listed, &mut take) };
+    }
     let Some((window, gsi)) = nic else {
         log::warn!(
             "net: no virtio-net device: not serving HTTP (the rest of the kernel keeps running)"
@@ -183,12 +201,48 @@ fn find_nic(config: &Config, ioapics: &[ioapic::IoApic]) -> Option<MmioWindow> {
     Some(window)
 }
 
+/// The command line's `virtio_mmio.device=` windows that can be probed safely,
+/// as `(phys, gsi)`: large enough, inside the physical window, outside RAM,
+/// listed once. The others are reported and skipped.
+fn devices_outside_ram(
+    devices: &[cmdline::MmioDevice],
+    regions: &[bootloader_api::info::MemoryRegion],
+) -> alloc::vec::Vec<(u64, u32)> {
+    let (_, window_len) = paging::window();
+    let mut listed: alloc::vec::Vec<(u64, u32)> = alloc::vec::Vec::new();
+    for d in devices {
+        let end = d.phys.saturating_add(d.size);
+        let in_ram = regions.iter().any(|r| {
+            // Firmware-reserved ranges may hold devices; the command-line page is RAM.
+            !matches!(r.kind, bootloader_api::info::MemoryRegionKind::UnknownBios(k) if k != handover::CMDLINE_REGION)
+                && r.start < end
+                && d.phys < r.end
+        });
+        if d.size < virtio::MMIO_SIZE || end > window_len || in_ram {
+            log::warn!(
+                "virtio: command-line device {:#x}+{:#x} is too small, outside the physical window or in RAM; skipped",
+                d.phys,
+                d.size
+            );
+        } else if listed.iter().any(|&(p, _)| p == d.phys) {
+            log::warn!(
+                "virtio: command-line device {:#x} listed twice; skipped",
+                d.phys
+            );
+        } else {
+            listed.push((d.phys, d.gsi));
+        }
+    }
+    listed
+}
+
 /// Starts the driver with `N`-entry rings and the TCP/IP stack, then runs the
 /// main loop: service the network, then sleep until an interrupt (the NIC or
 /// the 100 Hz tick). A lost NIC interrupt costs at most one tick.
 fn serve<const N: usize>(
     window: MmioWindow,
     config: &Config,
+    site: Site,
     lockup_ticks: u64,
     fault: Option<crate::config::Fault>,
 ) -> ! {
@@ -223,6 +277,7 @@ fn serve<const N: usize>(
         config.http_limits(),
     );
     server.set_profile(arch::profile::write_text);
+    server.set_site(site);
     let mut stats = Stats::new(VERSION);
     let mut last_tick = clock::ticks();
     let mut stats_stale = false;
@@ -302,15 +357,28 @@ fn fill_stats<const N: usize>(stats: &mut Stats, stack: &mut Stack<N>, now: u64)
     }
 }
 
-fn load_config() -> Config {
+/// The configuration from the command line and fw_cfg (fw_cfg wins key by
+/// key), and the virtio-mmio devices the command line names.
+fn load_config(cmdline: &[u8]) -> (Config, alloc::vec::Vec<cmdline::MmioDevice>) {
+    let line = cmdline::parse_bytes(cmdline, &mut |w| log::warn!("{w}"));
+    if !cmdline.is_empty() {
+        log::info!(
+            "cmdline: {:?}",
+            core::str::from_utf8(cmdline).unwrap_or("(not UTF-8)")
+        );
+    }
     let mut raw = alloc::vec![0u8; MAX_CONFIG_LEN + 1];
-    let Some(size) = fw_cfg::read_file(CONFIG_FILE, &mut raw) else {
-        log::info!("config: no {CONFIG_FILE} in fw_cfg, using defaults");
-        return Config::default();
+    let fw_cfg_text = match fw_cfg::read_file(CONFIG_FILE, &mut raw) {
+        Some(size) => Config::text_of(&raw[..size.min(raw.len())], &mut |w| log::warn!("{w}")),
+        None => {
+            log::info!("config: no {CONFIG_FILE} in fw_cfg");
+            ""
+        }
     };
-    let config = Config::from_bytes(&raw[..size.min(raw.len())], &mut |w| log::warn!("{w}"));
+    let merged = cmdline::merge(&line.config_items, fw_cfg_text);
+    let config = Config::parse(&merged, &mut |w| log::warn!("{w}"));
     log::info!("config: {config:?}");
-    config
+    (config, line.devices)
 }
 
 fn init_interrupts() -> alloc::vec::Vec<ioapic::IoApic> {

@@ -235,6 +235,12 @@ impl fmt::Display for ConfigWarning<'_> {
 impl Config {
     /// Parses raw fw_cfg bytes (trailing NULs and whitespace are ignored).
     pub fn from_bytes(raw: &[u8], warn: &mut dyn FnMut(ConfigWarning)) -> Config {
+        Config::parse(Config::text_of(raw, warn), warn)
+    }
+
+    /// The text of raw fw_cfg bytes: up to the first NUL and at most
+    /// [`MAX_CONFIG_LEN`] bytes; empty (reported) if it is not UTF-8.
+    pub fn text_of<'a>(raw: &'a [u8], warn: &mut dyn FnMut(ConfigWarning)) -> &'a str {
         let raw = if raw.len() > MAX_CONFIG_LEN {
             warn(ConfigWarning::Truncated);
             &raw[..MAX_CONFIG_LEN]
@@ -242,13 +248,10 @@ impl Config {
             raw
         };
         let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-        match core::str::from_utf8(&raw[..end]) {
-            Ok(text) => Config::parse(text, warn),
-            Err(_) => {
-                warn(ConfigWarning::NotUtf8);
-                Config::default()
-            }
-        }
+        core::str::from_utf8(&raw[..end]).unwrap_or_else(|_| {
+            warn(ConfigWarning::NotUtf8);
+            ""
+        })
     }
 
     /// The HTTP limits with this configuration's deadline overrides applied.

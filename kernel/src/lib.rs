@@ -6,7 +6,7 @@
 //! - [`dev`]: devices (fw_cfg).
 //! - [`boot`]: bring-up order and the main loop.
 //!
-//! Pure modules ([`config`], [`diag`], [`mem::frames`]) build on the host and are unit
+//! Pure modules ([`config`], [`cmdline`], [`diag`], [`mem::frames`]) build on the host and are unit
 //! tested there; everything touching the CPU exists only for `target_os = "none"`,
 //! and `unsafe` is confined to `arch`, `mem` and `dev`.
 #![cfg_attr(not(test), no_std)]
@@ -19,6 +19,7 @@
 extern crate alloc;
 
 pub mod app;
+pub mod cmdline;
 pub mod config;
 pub mod dev;
 pub mod diag;
@@ -30,3 +31,5 @@ pub mod net;
 pub mod arch;
 #[cfg(target_os = "none")]
 pub mod boot;
+#[cfg(target_os = "none")]
+pub mod site_source;

@@ -5,6 +5,15 @@
 //! which loads the embedded `bootloader_api` kernel into fresh page tables,
 //! maps all physical memory at the offset the kernel asks for, gives it a stack
 //! with an unmapped guard page below, builds its `BootInfo` and jumps to it.
+//!
+//! Handed over besides the kernel's own needs:
+//! - PVH module 0 (QEMU `-initrd FILE`, a site bundle) as `BootInfo::ramdisk_addr`
+//!   (in the physical-memory window) and `ramdisk_len`; without one, the bundle
+//!   embedded by `cargo image --site DIR`, if any. Its memory is reported as
+//!   `Bootloader`, never `Usable`.
+//! - The kernel command line (QEMU `-append`, PVH `cmdline_paddr`), which
+//!   `BootInfo` has no field for: copied NUL-terminated into one page reported as
+//!   a memory region of kind `UnknownBios(`[`pvh_loader::handover::CMDLINE_REGION`]`)`.
 #![no_std]
 #![no_main]
 #![deny(
@@ -18,11 +27,12 @@ mod serial;
 
 use bootloader_api::BootInfo;
 use bootloader_api::config::BootloaderConfig;
-use bootloader_api::info::{MemoryRegion, MemoryRegions, Optional};
+use bootloader_api::info::{MemoryRegion, MemoryRegionKind, MemoryRegions, Optional};
 use core::arch::{asm, global_asm};
 use core::fmt::Write;
 use paging::{Frames, NO_EXECUTE, WRITABLE};
 use pvh_loader::elf::Elf;
+use pvh_loader::handover;
 use pvh_loader::layout::{self, Layout, PAGE};
 use pvh_loader::memmap::{self, MapEntry};
 
@@ -34,6 +44,10 @@ struct PageAligned<T: ?Sized>(T);
 /// The kernel ELF, embedded by build.rs from `KERNEL_ELF`.
 static KERNEL: &PageAligned<[u8]> =
     &PageAligned(*include_bytes!(concat!(env!("OUT_DIR"), "/kernel.elf")));
+
+/// The site bundle embedded by build.rs from `SITE_BUNDLE` (empty without one).
+static BUNDLE: &PageAligned<[u8]> =
+    &PageAligned(*include_bytes!(concat!(env!("OUT_DIR"), "/site.bundle")));
 
 unsafe extern "C" {
     static __loader_start: u8;
@@ -58,6 +72,16 @@ struct StartInfo {
     memmap_paddr: u64,
     memmap_entries: u32,
     reserved: u32,
+}
+
+/// `struct hvm_modlist_entry`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ModlistEntry {
+    paddr: u64,
+    size: u64,
+    cmdline_paddr: u64,
+    reserved: u64,
 }
 
 /// `struct hvm_memmap_table_entry`.
@@ -113,6 +137,8 @@ extern "C" fn loader_main(start_info_paddr: u32) -> ! {
         };
     }
 
+    let cmdline = read_cmdline(info);
+
     let kernel = Elf::parse(&KERNEL.0).unwrap_or_else(|e| fail(format_args!("kernel ELF: {e}")));
     let config = kernel
         .section(".bootloader-config")
@@ -126,9 +152,15 @@ extern "C" fn loader_main(start_info_paddr: u32) -> ! {
     let loader_end = &raw const __loader_end as u64;
     let region = memmap::ram_containing(entries, loader_end)
         .unwrap_or_else(|| fail(format_args!("loader end {loader_end:#x} is not in RAM")));
+    let module = initrd(info, entries, loader_start..loader_end);
+    // Frames come from above the loader; a module there caps them.
+    let limit = match &module {
+        Some(m) if m.start >= loader_end && m.start < region.end() => m.start,
+        _ => region.end(),
+    };
     let mut frames = Frames {
         next: loader_end,
-        limit: region.end() & !(PAGE - 1),
+        limit: limit & !(PAGE - 1),
     };
 
     let boot_info_frame = frames.alloc(2);
@@ -150,12 +182,23 @@ extern "C" fn loader_main(start_info_paddr: u32) -> ! {
         page += PAGE;
     }
 
+    // Last allocation: the page right after everything else the loader used.
+    let cmdline_frame = copy_cmdline(&cmdline, &mut frames);
+    let ramdisk = module.clone().or_else(|| {
+        let start = BUNDLE.0.as_ptr() as u64;
+        (!BUNDLE.0.is_empty()).then_some(start..start + BUNDLE.0.len() as u64)
+    });
     let boot_info = write_boot_info(
         info,
         entries,
         &plan,
         boot_info_frame,
-        loader_start..frames.next,
+        Reserved {
+            loader: loader_start..cmdline_frame,
+            cmdline: cmdline_frame,
+            module,
+            ramdisk,
+        },
     );
     let _ = writeln!(
         serial::Serial,
@@ -182,6 +225,85 @@ extern "C" fn loader_main(start_info_paddr: u32) -> ! {
             options(noreturn)
         )
     }
+}
+
+/// Largest command line copied (Linux's x86 `COMMAND_LINE_SIZE` is 2048).
+const MAX_CMDLINE: usize = PAGE as usize - 1;
+
+/// PVH module 0, if QEMU loaded one: its physical range. One that is not inside
+/// RAM, or overlaps the loader, ends the boot with the numbers.
+fn initrd(
+    info: &StartInfo,
+    entries: &[MapEntry],
+    loader: core::ops::Range<u64>,
+) -> Option<core::ops::Range<u64>> {
+    if info.nr_modules == 0 || info.modlist_paddr == 0 {
+        return None;
+    }
+    // SAFETY: QEMU says the list has nr_modules >= 1 entries at modlist_paddr,
+    // below 4 GiB (identity-mapped); read_unaligned makes no alignment assumption.
+    let m = unsafe { (info.modlist_paddr as *const ModlistEntry).read_unaligned() };
+    if m.size == 0 {
+        return None;
+    }
+    let end = m.paddr.checked_add(m.size);
+    let in_ram =
+        memmap::ram_containing(entries, m.paddr).filter(|r| end.is_some_and(|e| e <= r.end()));
+    let Some(end) = end.filter(|_| in_ram.is_some()) else {
+        fail(format_args!(
+            "-initrd: {} bytes at {:#x} do not fit in RAM (RAM ends at {:#x}): give the guest more memory (-m)",
+            m.size,
+            m.paddr,
+            memmap::ram_end(entries)
+        ))
+    };
+    if m.paddr < loader.end && loader.start < end {
+        fail(format_args!(
+            "-initrd: {} bytes at {:#x} overlap the loader at {:#x}..{:#x}",
+            m.size, m.paddr, loader.start, loader.end
+        ));
+    }
+    Some(m.paddr..end)
+}
+
+/// The PVH command line, cut to [`MAX_CMDLINE`] bytes, NUL-padded. Read before
+/// the loader allocates anything, which could overwrite where QEMU put it.
+fn read_cmdline(info: &StartInfo) -> [u8; PAGE as usize] {
+    let mut line = [0u8; PAGE as usize];
+    if info.cmdline_paddr == 0 {
+        return line;
+    }
+    for (i, slot) in line.iter_mut().take(MAX_CMDLINE).enumerate() {
+        // SAFETY: QEMU put a NUL-terminated string at cmdline_paddr (below 4 GiB,
+        // identity-mapped); reading stops at its NUL or after MAX_CMDLINE bytes.
+        let byte = unsafe { (info.cmdline_paddr as *const u8).add(i).read() };
+        if byte == 0 {
+            break;
+        }
+        *slot = byte;
+    }
+    line
+}
+
+/// Puts `line` in a fresh page and returns the page.
+fn copy_cmdline(line: &[u8; PAGE as usize], frames: &mut Frames) -> u64 {
+    let page = frames.alloc(1);
+    // SAFETY: `page` is a fresh frame of PAGE bytes, identity-mapped, nothing else
+    // refers to it.
+    unsafe { core::ptr::copy_nonoverlapping(line.as_ptr(), page as *mut u8, line.len()) };
+    page
+}
+
+/// What the kernel must not take as free memory, and what it is handed.
+struct Reserved {
+    /// The loader, the kernel, its stack, page tables and boot info.
+    loader: core::ops::Range<u64>,
+    /// The command-line page.
+    cmdline: u64,
+    /// PVH module 0 (outside `loader`).
+    module: Option<core::ops::Range<u64>>,
+    /// The bundle handed over: the module, else the embedded one.
+    ramdisk: Option<core::ops::Range<u64>>,
 }
 
 fn load_kernel(kernel: &Elf, pml4: u64, frames: &mut Frames) {
@@ -245,15 +367,26 @@ fn write_boot_info(
     entries: &[MapEntry],
     plan: &Layout,
     frame: u64,
-    used: core::ops::Range<u64>,
+    reserved: Reserved,
 ) -> u64 {
     let regions_phys = frame + PAGE;
     // SAFETY: the second frame was allocated for the regions (zeroed, identity-mapped,
     // 4096 bytes >= MAX_REGIONS * 24) and nothing else refers to it.
     let regions: &'static mut [MemoryRegion] =
         unsafe { core::slice::from_raw_parts_mut(regions_phys as *mut MemoryRegion, MAX_REGIONS) };
-    let used = used.start..(used.end + PAGE - 1) & !(PAGE - 1);
-    let count = memmap::convert(entries, used, regions)
+    let mut ranges = [
+        (reserved.loader.clone(), MemoryRegionKind::Bootloader),
+        (
+            reserved.cmdline..reserved.cmdline + PAGE,
+            MemoryRegionKind::UnknownBios(handover::CMDLINE_REGION),
+        ),
+        (
+            reserved.module.clone().unwrap_or(0..0),
+            MemoryRegionKind::Bootloader,
+        ),
+    ];
+    ranges.sort_unstable_by_key(|(r, _)| r.start);
+    let count = memmap::convert(entries, &ranges, regions)
         .unwrap_or_else(|e| fail(format_args!("memory map: {e:?}")));
     let mut boot_info = BootInfo::new(MemoryRegions::from(&mut regions[..count]));
     boot_info.physical_memory_offset = Optional::Some(plan.phys_offset);
@@ -266,6 +399,10 @@ fn write_boot_info(
     boot_info.kernel_image_offset = 0;
     boot_info.kernel_stack_bottom = plan.stack_bottom;
     boot_info.kernel_stack_len = plan.stack_len;
+    if let Some(ramdisk) = reserved.ramdisk {
+        boot_info.ramdisk_addr = Optional::Some(ramdisk.start + plan.phys_offset);
+        boot_info.ramdisk_len = ramdisk.end - ramdisk.start;
+    }
     const _: () = assert!(core::mem::size_of::<BootInfo>() <= PAGE as usize);
     const _: () = assert!(MAX_REGIONS * core::mem::size_of::<MemoryRegion>() <= PAGE as usize);
     let boot_info_ptr = frame as *mut BootInfo;

@@ -55,12 +55,14 @@ impl Out<'_> {
 }
 
 /// Writes the regions for `entries` into `out`, sorted by address, and returns
-/// how many were written. RAM inside `used` (the loader, the kernel, page tables
-/// and boot info) is reported as `Bootloader`; usable RAM is shrunk to whole
-/// pages; other E820 types are passed on as `UnknownBios(type)`.
+/// how many were written. RAM inside a `reserved` range (the loader, the kernel,
+/// page tables and boot info; the `-initrd` module; the command-line page) gets
+/// that range's kind, widened to whole pages; the rest of the RAM is `Usable`,
+/// shrunk to whole pages; other E820 types are passed on as `UnknownBios(type)`.
+/// `reserved` is sorted by start and its ranges do not overlap.
 pub fn convert(
     entries: &[MapEntry],
-    used: core::ops::Range<u64>,
+    reserved: &[(core::ops::Range<u64>, MemoryRegionKind)],
     out: &mut [MemoryRegion],
 ) -> Result<usize, MapError> {
     let mut out = Out {
@@ -82,18 +84,18 @@ pub fn convert(
             continue;
         }
         let (start, end) = (align_up(e.addr), align_down(e.end()));
-        let (used_start, used_end) = (used.start.max(start), used.end.min(end));
-        if used_start < used_end {
-            out.push(start, align_down(used_start), MemoryRegionKind::Usable)?;
-            out.push(
-                align_down(used_start),
-                align_up(used_end),
-                MemoryRegionKind::Bootloader,
-            )?;
-            out.push(align_up(used_end), end, MemoryRegionKind::Usable)?;
-        } else {
-            out.push(start, end, MemoryRegionKind::Usable)?;
+        let mut cursor = start;
+        for (range, kind) in reserved {
+            let lo = align_down(range.start).max(cursor);
+            let hi = align_up(range.end).min(end);
+            if lo >= hi {
+                continue;
+            }
+            out.push(cursor, lo, MemoryRegionKind::Usable)?;
+            out.push(lo, hi, *kind)?;
+            cursor = hi;
         }
+        out.push(cursor, end, MemoryRegionKind::Usable)?;
     }
     Ok(out.len)
 }
@@ -130,8 +132,15 @@ mod tests {
     }
 
     fn run(entries: &[MapEntry], used: core::ops::Range<u64>) -> Vec<(u64, u64, MemoryRegionKind)> {
+        run_reserved(entries, &[(used, Bootloader)])
+    }
+
+    fn run_reserved(
+        entries: &[MapEntry],
+        reserved: &[(core::ops::Range<u64>, MemoryRegionKind)],
+    ) -> Vec<(u64, u64, MemoryRegionKind)> {
         let mut out = [MemoryRegion::empty(); 16];
-        let n = convert(entries, used, &mut out).unwrap();
+        let n = convert(entries, reserved, &mut out).unwrap();
         out[..n].iter().map(|r| (r.start, r.end, r.kind)).collect()
     }
 
@@ -173,11 +182,34 @@ mod tests {
     }
 
     #[test]
+    fn loader_command_line_and_module_are_kept_out_of_usable_ram() {
+        let cmdline = UnknownBios(0x554b_434c);
+        let got = run_reserved(
+            &[ram(0x10_0000, 0x7f0_0000)],
+            &[
+                (0x10_0000..0x35_0000, Bootloader),
+                (0x35_0000..0x35_1000, cmdline),
+                (0x700_0123..0x7f0_0000, Bootloader),
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![
+                (0x10_0000, 0x35_0000, Bootloader),
+                (0x35_0000, 0x35_1000, cmdline),
+                (0x35_1000, 0x700_0000, Usable),
+                (0x700_0000, 0x7f0_0000, Bootloader),
+                (0x7f0_0000, 0x800_0000, Usable),
+            ]
+        );
+    }
+
+    #[test]
     fn too_many_regions_is_an_error() {
         let entries: Vec<_> = (0..20).map(|i| ram(i * 0x10_0000, 0x1000)).collect();
         let mut out = [MemoryRegion::empty(); 4];
         assert_eq!(
-            convert(&entries, 0..0, &mut out),
+            convert(&entries, &[], &mut out),
             Err(MapError::TooManyRegions)
         );
     }

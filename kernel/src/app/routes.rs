@@ -42,7 +42,8 @@ pub struct Routes<'a> {
     /// Every response is recorded here; `/api/requests.json` prints it.
     pub requests: &'a mut RequestLog,
     /// `Err(reason)` makes `/health` answer 503 `unhealthy: <reason>`. The main
-    /// loop decides it (e.g. a device reset in progress).
+    /// loop decides it (e.g. a device reset in progress); a site that cannot
+    /// serve (a refused bundle) makes it 503 too, with the site's reason.
     pub health: Result<(), &'a str>,
     /// Writes the `/debug/profile` text (the kernel's sampling profiler).
     pub profile: ProfileWriter,
@@ -59,7 +60,7 @@ pub fn no_profile(out: &mut String) {
 impl Handler for Routes<'_> {
     fn handle(&mut self, req: &Request) -> Response {
         match req.path {
-            HEALTH_PATH => health(self.health),
+            HEALTH_PATH => health(self.site.health().and(self.health)),
             STATS_PATH => {
                 let mut json = String::new();
                 self.stats.write_json(&mut json);
@@ -207,6 +208,22 @@ mod tests {
             (r.status, r.body.as_slice()),
             (503, &b"unhealthy: device reset\n"[..])
         );
+    }
+
+    #[test]
+    fn an_unavailable_site_fails_health_and_site_paths_but_not_the_rest() {
+        let (mut stats, mut log) = (Stats::new("t"), RequestLog::new());
+        let mut routes = routes(&mut stats, &mut log);
+        routes.site = Site::unavailable("site: bundle checksum mismatch");
+        let r = routes.handle(&get("/health"));
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (503, &b"unhealthy: site: bundle checksum mismatch\n"[..])
+        );
+        assert_eq!(routes.handle(&get("/index.html")).status, 503);
+        assert_eq!(routes.handle(&get("/api/stats.json")).status, 200);
+        assert_eq!(routes.handle(&get("/metrics")).status, 200);
+        assert_eq!(routes.handle(&get("/status")).status, 200);
     }
 
     #[test]

@@ -133,6 +133,60 @@ pub struct Found {
     pub transport: MmioTransport<'static>,
 }
 
+/// The transport at physical `phys`, if a device is there; logs it.
+///
+/// # Safety
+/// `[phys, phys + MMIO_SIZE)` must be a virtio-mmio register window (or empty
+/// device space that reads as no magic), inside the physical-memory window and
+/// mapped uncached, and not probed before.
+unsafe fn probe(slot: u32, phys: u64, gsi: u32) -> Option<Found> {
+    let virt = paging::phys_to_virt(phys);
+    let header = NonNull::new(virt as *mut VirtIOHeader)?;
+    // SAFETY: the caller guarantees a device window mapped for the kernel's life,
+    // 512 bytes with its config space, probed once; the transport is kept (or
+    // dropped, which resets the device) by the caller.
+    let transport = match unsafe { MmioTransport::new(header, MMIO_SIZE as usize) } {
+        Ok(t) => t,
+        // Device ID 0 (empty slot) or no magic (absent): nothing there.
+        Err(_) => return None,
+    };
+    log::info!(
+        "virtio: slot {slot} at {phys:#x} GSI {gsi}: {:?} (virtio-mmio {:?})",
+        transport.device_type(),
+        transport.version()
+    );
+    Some(Found {
+        slot,
+        phys,
+        gsi,
+        window: MmioWindow { virt },
+        transport,
+    })
+}
+
+/// Probes the windows the kernel command line lists (`virtio_mmio.device=`,
+/// as `(phys, gsi)`) instead of microvm's fixed slots. Returns the devices found.
+///
+/// # Safety
+/// Each `phys` must be a virtio-mmio window of at least [`MMIO_SIZE`] bytes
+/// outside RAM and inside the physical-memory window, each listed once.
+pub unsafe fn discover_listed(listed: &[(u64, u32)], mut found: impl FnMut(Found)) -> u32 {
+    let mut devices = 0;
+    for (slot, &(phys, gsi)) in listed.iter().enumerate() {
+        // SAFETY: the caller guarantees each window is device memory in the
+        // physical-memory window (mapped uncached: not RAM), listed once.
+        if let Some(f) = unsafe { probe(slot as u32, phys, gsi) } {
+            devices += 1;
+            found(f);
+        }
+    }
+    log::info!(
+        "virtio: {devices} device(s) on {} transports from the command line",
+        listed.len()
+    );
+    devices
+}
+
 /// Probes every transport window. `ioapic2` says whether the second IOAPIC
 /// exists, which decides how many transports microvm has and their GSIs.
 /// Logs one line per device and returns them; empty and absent slots are skipped.
@@ -145,32 +199,12 @@ pub fn discover(ioapic2: bool, mut found: impl FnMut(Found)) -> u32 {
     let mut devices = 0;
     for slot in 0..count {
         let phys = MMIO_BASE + u64::from(slot) * MMIO_SIZE;
-        let virt = paging::phys_to_virt(phys);
-        let Some(header) = NonNull::new(virt as *mut VirtIOHeader) else {
-            continue;
-        };
         // SAFETY: the window is inside microvm's virtio-mmio range, mapped uncached in
-        // the physical window for the kernel's life, 512 bytes with its config space;
-        // each slot is probed once and a transport kept for the kernel's life.
-        let transport = match unsafe { MmioTransport::new(header, MMIO_SIZE as usize) } {
-            Ok(t) => t,
-            // Device ID 0 (empty slot) or no magic (absent): nothing there.
-            Err(_) => continue,
-        };
-        let gsi = gsi_base + slot;
-        log::info!(
-            "virtio: slot {slot} at {phys:#x} GSI {gsi}: {:?} (virtio-mmio {:?})",
-            transport.device_type(),
-            transport.version()
-        );
-        devices += 1;
-        found(Found {
-            slot,
-            phys,
-            gsi,
-            window: MmioWindow { virt },
-            transport,
-        });
+        // the physical window for the kernel's life; each slot is probed once.
+        if let Some(f) = unsafe { probe(slot, phys, gsi_base + slot) } {
+            devices += 1;
+            found(f);
+        }
     }
     log::info!("virtio: {devices} device(s) on {count} transports");
     devices

@@ -29,6 +29,15 @@ pub fn phys_to_virt(phys: u64) -> u64 {
     phys + PHYS_OFFSET.load(Ordering::Relaxed)
 }
 
+/// `(offset, length)` of the physical-memory window: physical `p` is at
+/// `offset + p` for `p < length`.
+pub fn window() -> (u64, u64) {
+    (
+        PHYS_OFFSET.load(Ordering::Relaxed),
+        PHYS_WINDOW_LEN.load(Ordering::Relaxed),
+    )
+}
+
 /// The physical address behind `virt`, which must be in the physical-memory
 /// window (the heap is); anything else is a kernel bug, not an input error.
 pub fn virt_to_phys(virt: u64) -> u64 {

@@ -78,6 +78,11 @@ impl Server {
         }
     }
 
+    /// Serve `site` (a bundle, or one that answers 503) instead of the baked one.
+    pub fn set_site(&mut self, site: Site) {
+        self.site = site;
+    }
+
     /// Serve the kernel's sampling profiler at `/debug/profile`.
     pub fn set_profile(&mut self, profile: ProfileWriter) {
         self.profile = profile;
