@@ -105,15 +105,17 @@ impl Layout {
         self.root.join("boot-image").join("loader")
     }
 
-    /// Separate per kernel profile: the loader embeds the kernel.
-    fn loader_target_dir(&self) -> PathBuf {
+    /// Separate per kernel profile, and for images with a packed site: the loader
+    /// embeds the kernel (and the bundle).
+    fn loader_target_dir(&self, packed_site: bool) -> PathBuf {
+        let site = if packed_site { "-site" } else { "" };
         self.root
             .join("target")
-            .join(format!("loader-{}", self.profile.dir_name()))
+            .join(format!("loader-{}{site}", self.profile.dir_name()))
     }
 
-    fn loader_elf(&self) -> PathBuf {
-        self.loader_target_dir()
+    fn loader_elf(&self, packed_site: bool) -> PathBuf {
+        self.loader_target_dir(packed_site)
             .join(KERNEL_TARGET)
             .join("release")
             .join("pvh-loader")
@@ -235,6 +237,18 @@ fn copy_atomically(from: &Path, to: &Path) -> Result<(), String> {
 /// Prints one progress line per step to stderr; cargo's own output also goes to stderr.
 /// Errors are one line.
 pub fn build_image(profile: Profile) -> Result<Artifacts, String> {
+    build(profile, None)
+}
+
+/// [`build_image`] with the site directory `site` packed into the image as a
+/// bundle (the same kernel; only the loader, which carries the bundle, is
+/// rebuilt): `target/image/<profile>/unikernel-site.elf`, the bundle beside it
+/// as `site.bundle`. The guest serves it when QEMU gives no `-initrd`.
+pub fn build_image_with_site(profile: Profile, site: &Path) -> Result<Artifacts, String> {
+    build(profile, Some(site))
+}
+
+fn build(profile: Profile, site: Option<&Path>) -> Result<Artifacts, String> {
     let layout = Layout {
         root: repo_root(),
         profile,
@@ -259,16 +273,41 @@ pub fn build_image(profile: Profile) -> Result<Artifacts, String> {
     fs::write(&packed, crate::pack::loadable_kernel(&elf)?)
         .map_err(|e| format!("could not write {}: {e}", packed.display()))?;
 
+    let bundle = match site {
+        Some(dir) => {
+            let bundle = image_dir.join("site.bundle");
+            let summary = crate::bundle::build(dir, &bundle)?;
+            eprintln!(
+                "boot-image: bundle {} ({} paths, {} bytes) from {}",
+                bundle.display(),
+                summary.paths,
+                summary.bytes,
+                dir.display()
+            );
+            Some(bundle)
+        }
+        None => None,
+    };
+
     eprintln!("boot-image: building the PVH loader with the {profile} kernel embedded");
-    let loader_args = cargo_build_args(&layout.loader_target_dir(), true);
+    let loader_args = cargo_build_args(&layout.loader_target_dir(site.is_some()), true);
     let mut loader = inner_cargo(&layout.loader_dir(), &loader_args);
     loader.env("KERNEL_ELF", &packed);
+    match &bundle {
+        Some(path) => loader.env("SITE_BUNDLE", path),
+        None => loader.env_remove("SITE_BUNDLE"),
+    };
     run_cargo("loader build", loader)?;
-    let loader_elf = layout.loader_elf();
+    let loader_elf = layout.loader_elf(site.is_some());
     require_file(&loader_elf, "loader build")?;
 
+    let image_name = if site.is_some() {
+        "unikernel-site.elf"
+    } else {
+        "unikernel.elf"
+    };
     let artifacts = Artifacts {
-        image: image_dir.join("unikernel.elf"),
+        image: image_dir.join(image_name),
         kernel_elf: image_dir.join("kernel.elf"),
         profile,
     };
@@ -316,11 +355,11 @@ mod tests {
     #[test]
     fn loader_is_always_release_but_has_a_target_dir_per_kernel_profile() {
         assert_eq!(
-            layout(Profile::Debug).loader_elf(),
+            layout(Profile::Debug).loader_elf(false),
             Path::new("/repo/target/loader-debug/x86_64-unknown-none/release/pvh-loader")
         );
         assert_eq!(
-            layout(Profile::Release).loader_elf(),
+            layout(Profile::Release).loader_elf(false),
             Path::new("/repo/target/loader-release/x86_64-unknown-none/release/pvh-loader")
         );
         assert_eq!(

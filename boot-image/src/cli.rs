@@ -11,6 +11,8 @@ Usage:
   cargo run [-- OPTIONS] [-- QEMU-ARGS...]   build, then boot with the serial console here
   cargo run -- image [--debug|--release]     build only; print the image path on stdout
   cargo image [--debug]                      same (alias)
+  cargo image --site DIR                     the same kernel with DIR packed in as a bundle:
+                                             target/image/<profile>/unikernel-site.elf
   cargo run -- bundle DIR -o FILE            write site directory DIR as a bundle
                                              (for -initrd; no kernel build)
 
@@ -24,6 +26,9 @@ Options:
   --no-net            no network device
   --config KEY=VALUE  guest configuration item (repeatable), passed through fw_cfg
                       opt/unikernel/config; an item must not contain ','
+  --bundle FILE       serve this site bundle (-initrd) instead of the one in the image
+  --append TEXT       kernel command line: the --config keys as space-separated words
+                      (--config wins for a key given both ways)
   --qmp PATH          QMP control socket (unix:PATH,server=on,wait=off)
   --serial-log FILE   also write the serial console to FILE
   --reboot            let a guest reset reboot it (default: a reset ends QEMU)
@@ -49,6 +54,8 @@ pub enum Cli {
     /// Build only and print the image path.
     Image {
         profile: Profile,
+        /// Pack this site directory into the image as a bundle.
+        site: Option<PathBuf>,
     },
     /// Build and boot.
     Run(RunOptions),
@@ -70,6 +77,10 @@ pub struct RunOptions {
     pub qmp: Option<PathBuf>,
     pub serial_log: Option<PathBuf>,
     pub reboot: bool,
+    /// A site bundle for `-initrd`.
+    pub bundle: Option<PathBuf>,
+    /// The kernel command line (`-append`).
+    pub append: Option<String>,
     pub qemu_args: Vec<String>,
 }
 
@@ -85,6 +96,8 @@ impl Default for RunOptions {
             qmp: None,
             serial_log: None,
             reboot: false,
+            bundle: None,
+            append: None,
             qemu_args: Vec::new(),
         }
     }
@@ -99,6 +112,8 @@ impl RunOptions {
             config: self.config.clone(),
             no_reboot: !self.reboot,
             qmp_socket: self.qmp.clone(),
+            initrd: self.bundle.clone(),
+            append: self.append.clone(),
             extra_args: self.qemu_args.clone(),
             serial_log: self.serial_log.clone(),
             ..QemuConfig::default()
@@ -210,6 +225,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
             "--qmp" => {
                 opts.qmp = Some(take_value(name, inline, &mut args, "PATH")?.into());
             }
+            "--bundle" => {
+                opts.bundle = Some(take_value(name, inline, &mut args, "FILE")?.into());
+            }
+            "--append" => {
+                opts.append = Some(take_value(name, inline, &mut args, "TEXT")?);
+            }
             "--serial-log" => {
                 opts.serial_log = Some(take_value(name, inline, &mut args, "FILE")?.into());
             }
@@ -249,21 +270,24 @@ fn parse_bundle(mut args: impl Iterator<Item = String>) -> Result<Cli, String> {
     }
 }
 
-fn parse_image(args: impl Iterator<Item = String>) -> Result<Cli, String> {
+fn parse_image(mut args: impl Iterator<Item = String>) -> Result<Cli, String> {
     let mut profile = Profile::Release;
-    for arg in args {
-        match arg.as_str() {
+    let mut site = None;
+    while let Some(arg) = args.next() {
+        let (name, inline) = split_inline(&arg);
+        match name {
             "-h" | "--help" => return Ok(Cli::Help),
             "--release" => profile = Profile::Release,
             "--debug" => profile = Profile::Debug,
+            "--site" => site = Some(PathBuf::from(take_value(name, inline, &mut args, "DIR")?)),
             _ => {
                 return Err(format!(
-                    "'image' takes only --debug or --release, not {arg:?}"
+                    "'image' takes only --debug, --release or --site DIR, not {arg:?}"
                 ));
             }
         }
     }
-    Ok(Cli::Image { profile })
+    Ok(Cli::Image { profile, site })
 }
 
 #[cfg(test)]
@@ -308,6 +332,9 @@ mod tests {
             "--config=log=debug",
             "--qmp",
             "/tmp/q.sock",
+            "--bundle",
+            "s.bundle",
+            "--append=sockets=3 log=warn",
             "--serial-log",
             "serial.log",
             "--reboot",
@@ -321,6 +348,8 @@ mod tests {
         assert_eq!(opts.port, Some(9000));
         assert_eq!(opts.config, ["ip=static", "log=debug"]);
         assert_eq!(opts.qmp, Some(PathBuf::from("/tmp/q.sock")));
+        assert_eq!(opts.bundle, Some(PathBuf::from("s.bundle")));
+        assert_eq!(opts.append.as_deref(), Some("sockets=3 log=warn"));
         assert_eq!(opts.serial_log, Some(PathBuf::from("serial.log")));
         assert!(opts.reboot);
         assert_eq!(opts.qemu_args, ["-d", "int"]);
@@ -346,6 +375,25 @@ mod tests {
         assert_eq!(parse_strs(&["-h"]), Ok(Cli::Help));
         assert_eq!(parse_strs(&["--port", "1", "--help"]), Ok(Cli::Help));
         assert_eq!(parse_strs(&["image", "--help"]), Ok(Cli::Help));
+    }
+
+    #[test]
+    fn image_with_a_site() {
+        assert_eq!(
+            parse_strs(&["image", "--site", "public"]),
+            Ok(Cli::Image {
+                profile: Profile::Release,
+                site: Some("public".into())
+            })
+        );
+        assert_eq!(
+            parse_strs(&["image", "--debug", "--site=d"]),
+            Ok(Cli::Image {
+                profile: Profile::Debug,
+                site: Some("d".into())
+            })
+        );
+        assert!(parse_strs(&["image", "--site"]).is_err());
     }
 
     #[test]
@@ -375,13 +423,15 @@ mod tests {
         assert_eq!(
             parse_strs(&["image"]),
             Ok(Cli::Image {
-                profile: Profile::Release
+                profile: Profile::Release,
+                site: None
             })
         );
         assert_eq!(
             parse_strs(&["image", "--debug"]),
             Ok(Cli::Image {
-                profile: Profile::Debug
+                profile: Profile::Debug,
+                site: None
             })
         );
         assert!(parse_strs(&["image", "--port", "1"]).is_err());

@@ -19,7 +19,9 @@ mod kvm;
 mod pack;
 mod qemu_command;
 
-pub use builder::{Artifacts, KERNEL_TARGET, Profile, build_image, repo_root};
+pub use builder::{
+    Artifacts, KERNEL_TARGET, Profile, build_image, build_image_with_site, repo_root,
+};
 pub use guest::{FAULT_EXIT_STATUS, Guest, is_banner};
 pub use kvm::kvm_usable;
 pub use qemu_command::{

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use boot_image::{Artifacts, FAULT_EXIT_STATUS, Guest, build_image};
+use boot_image::{Artifacts, FAULT_EXIT_STATUS, Guest, build_image, build_image_with_site};
 use cli::{Cli, RunOptions, USAGE};
 
 /// How long QEMU gets to exit by itself after Ctrl-C before it is killed.
@@ -41,7 +41,10 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             ExitCode::SUCCESS
         }
-        Ok(Cli::Image { profile }) => match build_image(profile) {
+        Ok(Cli::Image { profile, site }) => match match &site {
+            Some(dir) => build_image_with_site(profile, dir),
+            None => build_image(profile),
+        } {
             Ok(artifacts) => {
                 println!("{}", artifacts.image.display());
                 ExitCode::SUCCESS

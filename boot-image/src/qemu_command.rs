@@ -56,6 +56,13 @@ pub struct QemuConfig {
     pub no_reboot: bool,
     /// `-qmp unix:<path>,server=on,wait=off`.
     pub qmp_socket: Option<PathBuf>,
+    /// `-initrd FILE`: a site bundle the guest serves instead of the one in the image.
+    pub initrd: Option<PathBuf>,
+    /// `-append TEXT`: the kernel command line (configuration words, devices).
+    pub append: Option<String>,
+    /// `false`: `-M microvm,acpi=off` (QEMU then describes the virtio-mmio devices
+    /// on the kernel command line, as Firecracker does). Default `true`.
+    pub acpi: bool,
     /// Appended to the command line verbatim.
     pub extra_args: Vec<String>,
     /// How long [`crate::Guest::start`] waits for the banner under KVM before falling
@@ -76,6 +83,9 @@ impl Default for QemuConfig {
             debug_exit: true,
             no_reboot: true,
             qmp_socket: None,
+            initrd: None,
+            append: None,
+            acpi: true,
             extra_args: Vec::new(),
             banner_timeout: Duration::from_secs(15),
             serial_log: None,
@@ -149,7 +159,17 @@ fn push_all(args: &mut Vec<OsString>, items: &[&str]) {
 pub fn qemu_args(image: &Path, accel: Accel, cfg: &QemuConfig) -> Result<Vec<OsString>, String> {
     cfg.validate()?;
     let mut args: Vec<OsString> = Vec::new();
-    push_all(&mut args, &["-M", "microvm"]);
+    push_all(
+        &mut args,
+        &[
+            "-M",
+            if cfg.acpi {
+                "microvm"
+            } else {
+                "microvm,acpi=off"
+            },
+        ],
+    );
     match accel.qemu_name() {
         Some(name) => push_all(&mut args, &["-accel", name]),
         None => push_all(&mut args, &["-accel", "kvm", "-accel", "tcg"]),
@@ -206,6 +226,13 @@ pub fn qemu_args(image: &Path, accel: Accel, cfg: &QemuConfig) -> Result<Vec<OsS
             escape_option_value(&joined)
         );
         push_all(&mut args, &["-fw_cfg", &fw_cfg]);
+    }
+    if let Some(path) = &cfg.initrd {
+        args.push("-initrd".into());
+        args.push(path.into());
+    }
+    if let Some(text) = &cfg.append {
+        push_all(&mut args, &["-append", text]);
     }
     if let Some(path) = &cfg.qmp_socket {
         // validate() checked that the path is UTF-8.
@@ -278,6 +305,23 @@ mod tests {
         assert_eq!(values(&args(Accel::Tcg, &cfg), "-accel"), ["tcg"]);
         assert_eq!(values(&args(Accel::Kvm, &cfg), "-accel"), ["kvm"]);
         assert_eq!(values(&args(Accel::Auto, &cfg), "-accel"), ["kvm", "tcg"]);
+    }
+
+    #[test]
+    fn bundle_command_line_and_no_acpi() {
+        let cfg = QemuConfig {
+            initrd: Some("/srv/site.bundle".into()),
+            append: Some("sockets=8 log=debug".into()),
+            acpi: false,
+            ..QemuConfig::default()
+        };
+        let a = args(Accel::Tcg, &cfg);
+        assert_eq!(values(&a, "-initrd"), ["/srv/site.bundle"]);
+        assert_eq!(values(&a, "-append"), ["sockets=8 log=debug"]);
+        assert_eq!(values(&a, "-M"), ["microvm,acpi=off"]);
+        let plain = args(Accel::Tcg, &QemuConfig::default());
+        assert_eq!(values(&plain, "-M"), ["microvm"]);
+        assert!(!plain.iter().any(|x| x == "-initrd" || x == "-append"));
     }
 
     #[test]
