@@ -132,6 +132,19 @@ pub fn boot_http_with(
     items: &[&str],
     adjust: impl Fn(&mut QemuConfig),
 ) -> HttpGuest {
+    boot_http_image(test, &crate::image().image, transport, items, adjust, true)
+}
+
+/// Boot `image` as [`boot_http_with`] does; with `healthy` false, return once
+/// `net: ready` is printed without asking `/health`.
+pub fn boot_http_image(
+    test: &str,
+    image: &std::path::Path,
+    transport: Transport,
+    items: &[&str],
+    adjust: impl Fn(&mut QemuConfig),
+    healthy: bool,
+) -> HttpGuest {
     for attempt in 1..=BOOT_ATTEMPTS {
         let port = free_port();
         let mut cfg = QemuConfig {
@@ -141,7 +154,7 @@ pub fn boot_http_with(
         };
         adjust(&mut cfg);
         let start = Instant::now();
-        let guest = match Guest::start(&crate::image().image, &cfg, crate::echo_from_env()) {
+        let guest = match Guest::start(image, &cfg, crate::echo_from_env()) {
             Ok(guest) => guest,
             Err(e) if is_forwarding_error(&e) && attempt < BOOT_ATTEMPTS => {
                 note(test, format_args!("port {port} taken ({e}); retrying"));
@@ -170,15 +183,18 @@ pub fn boot_http_with(
             transport,
         };
         http.check_transport();
-        http.wait_healthy(HEALTH_TIMEOUT);
+        if healthy {
+            http.wait_healthy(HEALTH_TIMEOUT);
+        }
         note(
             test,
             format_args!(
                 "accel={:?} transport={transport:?} port={port} pid={} ready after {:.2?}, \
-                 /health 200 after {:.2?} config={items:?}",
+                 /health {} after {:.2?} config={items:?}",
                 http.guest.accel(),
                 http.guest.pid(),
                 ready_after,
+                if healthy { "200" } else { "not asked" },
                 start.elapsed()
             ),
         );
