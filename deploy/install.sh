@@ -2,7 +2,8 @@
 # Install the unikernel as a systemd service on Debian or Ubuntu, or upgrade,
 # roll back or remove it. Run as root; running it again is harmless.
 #
-# usage: install.sh [--image FILE] [--instance NAME=PORT]... [--root DIR]
+# usage: install.sh [--image FILE] [--site DIR | --bundle FILE] [--instance NAME=PORT]...
+#                   [--root DIR]
 #        install.sh --rollback [--root DIR]
 #        install.sh --uninstall [--purge] [--root DIR]
 #
@@ -15,15 +16,21 @@
 #     unikernel.elf.previous; the units to /etc/systemd/system; the health
 #     check to /usr/local/lib/unikernel; the documentation and examples to
 #     /usr/local/share/doc/unikernel;
-#   - restarts, one at a time, the instances that run if their image or unit
+#   - with --bundle FILE (a site bundle, scripts/bundle DIR -o FILE) or --site
+#     DIR (bundled here; needs this repository and cargo): installs it as
+#     /usr/local/lib/unikernel/site.bundle, which the units boot with -initrd,
+#     keeping the one it replaces as site.bundle.previous. Without either, an
+#     installed bundle stays; on a first install an empty one (the guest then
+#     serves the site baked into the image);
+#   - restarts, one at a time, the instances that run if their image, bundle or unit
 #     changed, waiting up to UNIKERNEL_WAIT seconds for each one's /health;
 #   - with --instance NAME=PORT: creates /etc/unikernel/instances/NAME.env and
 #     enables and starts unikernel@NAME.service and unikernel-health@NAME.timer;
 #     without, the same for the instances already installed, or if there are
 #     none, for unikernel.service and unikernel-health.timer with
 #     /etc/unikernel/unikernel.env. Existing settings files are kept.
-# --rollback   swaps unikernel.elf and unikernel.elf.previous and restarts the
-#              running instances one at a time.
+# --rollback   swaps unikernel.elf and site.bundle with their .previous (each
+#              that has one) and restarts the running instances one at a time.
 # --uninstall  stops and disables every instance and removes the units, the
 #              image and the health check. Keeps the settings (/etc/unikernel,
 #              drop-ins in /etc/systemd/system/unikernel*.service.d) and the
@@ -63,6 +70,8 @@ usage() {
 
 mode=install
 image=
+bundle=
+site=
 root=/
 purge=0
 instances=()
@@ -71,6 +80,16 @@ while [ $# -gt 0 ]; do
     --image)
         [ $# -ge 2 ] || die "--image needs a file" 2
         image=$2
+        shift
+        ;;
+    --bundle)
+        [ $# -ge 2 ] || die "--bundle needs a file" 2
+        bundle=$2
+        shift
+        ;;
+    --site)
+        [ $# -ge 2 ] || die "--site needs a directory" 2
+        site=$2
         shift
         ;;
     --instance)
@@ -98,8 +117,11 @@ done
 if [ "$purge" = 1 ] && [ "$mode" != uninstall ]; then
     die "--purge goes with --uninstall" 2
 fi
-if [ "$mode" != install ] && { [ -n "$image" ] || [ ${#instances[@]} -gt 0 ]; }; then
-    die "--image and --instance go with an install, not --$mode" 2
+if [ "$mode" != install ] && { [ -n "$image$bundle$site" ] || [ ${#instances[@]} -gt 0 ]; }; then
+    die "--image, --site, --bundle and --instance go with an install, not --$mode" 2
+fi
+if [ -n "$bundle" ] && [ -n "$site" ]; then
+    die "give --site DIR or --bundle FILE, not both" 2
 fi
 
 [ -d "$root" ] || die "--root $root is not a directory" 2
@@ -244,14 +266,19 @@ fi
 # --- rollback -------------------------------------------------------------
 
 if [ "$mode" = rollback ]; then
-    current=$R$LIB/unikernel.elf
-    previous=$R$LIB/unikernel.elf.previous
-    [ -f "$previous" ] || die "no previous image ($previous) to roll back to"
-    [ -f "$current" ] || die "no current image ($current)"
-    mv -f "$current" "$current.swap.$$"
-    mv -f "$previous" "$current"
-    mv -f "$current.swap.$$" "$previous"
-    say "rolled back: $current is the previous image, the replaced one is $previous"
+    rolled=0
+    for what in unikernel.elf site.bundle; do
+        current=$R$LIB/$what
+        previous=$current.previous
+        [ -f "$previous" ] || continue
+        [ -f "$current" ] || die "no current $what ($current)"
+        mv -f "$current" "$current.swap.$$"
+        mv -f "$previous" "$current"
+        mv -f "$current.swap.$$" "$previous"
+        say "rolled back: $current is the previous one, the replaced one is $previous"
+        rolled=1
+    done
+    [ "$rolled" = 1 ] || die "no previous image or bundle ($R$LIB/*.previous) to roll back to"
     rolling_restart
     exit 0
 fi
@@ -262,6 +289,22 @@ fi
 [ -f "$image" ] || die "no image at $image: build it with \`cargo image\`, or pass --image FILE" 2
 [ "$(head -c 4 "$image" | od -An -c | tr -d ' ')" = '177ELF' ] ||
     die "$image is not an ELF file" 2
+
+# A bundle starts with the magic UKSITE\r\n (docs/bundle-format.md).
+is_bundle() { [ "$(head -c 8 "$1" | od -An -c | tr -d ' ')" = 'UKSITE\r\n' ]; }
+if [ -n "$site" ]; then
+    [ -d "$site" ] || die "--site $site is not a directory" 2
+    command -v cargo >/dev/null 2>&1 && [ -x "$DEPLOY/../scripts/bundle" ] ||
+        die "--site needs the bundle builder (this repository's scripts/bundle and cargo); make the bundle elsewhere and pass --bundle FILE" 2
+    built_bundle=$(mktemp "${TMPDIR:-/tmp}/unikernel-site.XXXXXX")
+    trap 'rm -f "$built_bundle"' EXIT
+    "$DEPLOY/../scripts/bundle" "$site" -o "$built_bundle" || die "could not bundle $site" 2
+    bundle=$built_bundle
+fi
+if [ -n "$bundle" ]; then
+    [ -f "$bundle" ] || die "no bundle at $bundle" 2
+    is_bundle "$bundle" || die "$bundle is not a site bundle (make one with scripts/bundle DIR -o FILE)" 2
+fi
 
 for spec in ${instances[@]+"${instances[@]}"}; do
     name=${spec%%=*}
@@ -305,6 +348,20 @@ if [ -f "$current" ] && ! cmp -s "$image" "$current"; then
 fi
 if install_file "$image" "$current" 0644; then
     say "installed the image $current"
+fi
+site_bundle=$R$LIB/site.bundle
+if [ -n "$bundle" ]; then
+    if [ -f "$site_bundle" ] && ! cmp -s "$bundle" "$site_bundle"; then
+        install -m 0644 "$site_bundle" "$site_bundle.previous"
+        say "kept the replaced bundle as $site_bundle.previous"
+        restart=1
+    fi
+    if install_file "$bundle" "$site_bundle" 0644; then
+        say "installed the site bundle $site_bundle"
+    fi
+elif [ ! -e "$site_bundle" ]; then
+    install -m 0644 /dev/null "$site_bundle"
+    say "no site bundle given: the guests serve the site baked into the image"
 fi
 install_file "$DEPLOY/unikernel-health" "$R$LIB/unikernel-health" 0755 || true
 for doc in "${DOCS[@]}"; do

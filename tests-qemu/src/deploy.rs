@@ -32,6 +32,8 @@ use crate::note;
 
 /// Where `install.sh` puts the image, and where the units boot it from.
 pub const INSTALLED_IMAGE: &str = "/usr/local/lib/unikernel/unikernel.elf";
+/// Where install.sh puts the site bundle the units boot with `-initrd`.
+pub const INSTALLED_BUNDLE: &str = "/usr/local/lib/unikernel/site.bundle";
 /// Where `install.sh` puts the health check, and where the units run it from.
 pub const INSTALLED_HEALTH: &str = "/usr/local/lib/unikernel/unikernel-health";
 /// How long a guest started from a unit's command line may take to answer
@@ -545,7 +547,8 @@ pub fn settings(file: &str, overrides: &[(&str, &str)]) -> BTreeMap<String, Stri
 
 /// The argv of `unit`'s `ExecStart=` for a test: settings `env`, `%t` = the
 /// scratch directory, `%i` = `instance`, and the installed image path
-/// replaced by `image` (it must occur exactly once).
+/// replaced by `image` (it must occur exactly once), the installed bundle by
+/// `site.bundle` beside `image`.
 pub fn unit_argv(
     unit: &UnitFile,
     env: &BTreeMap<String, String>,
@@ -570,6 +573,10 @@ pub fn unit_argv(
         unit.name
     );
     argv[at[0]] = image.to_string_lossy().into_owned();
+    let bundle = image.with_file_name("site.bundle");
+    for arg in argv.iter_mut().filter(|a| *a == INSTALLED_BUNDLE) {
+        *arg = bundle.to_string_lossy().into_owned();
+    }
     argv
 }
 

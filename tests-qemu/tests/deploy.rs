@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 
 use boot_image::{Accel, QemuConfig};
 use tests_qemu::deploy::{
-    INSTALLED_HEALTH, INSTALLED_IMAGE, KillOnDrop, RunOutput, STOP_TIMEOUT, TempDir, UnitFile,
-    UnitGuest, config_warnings, deploy_dir, deploy_file, expand_command, flag_values,
-    parse_env_file, run_bounded, settings, stop_child, unit_argv, write_script,
+    INSTALLED_BUNDLE, INSTALLED_HEALTH, INSTALLED_IMAGE, KillOnDrop, RunOutput, STOP_TIMEOUT,
+    TempDir, UnitFile, UnitGuest, config_warnings, deploy_dir, deploy_file, expand_command,
+    flag_values, parse_env_file, run_bounded, settings, stop_child, unit_argv, write_script,
 };
 use tests_qemu::http::free_port;
 use tests_qemu::note;
@@ -67,6 +67,8 @@ fn image_copy(scratch: &TempDir) -> PathBuf {
     let built = &tests_qemu::image().image;
     let copy = scratch.join("unikernel.elf");
     fs::copy(built, &copy).unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
+    // What install.sh installs without a bundle: the units' -initrd, empty.
+    fs::write(scratch.join("site.bundle"), b"").expect("writing an empty site.bundle");
     copy
 }
 
@@ -1022,6 +1024,8 @@ fn install_sh_into_a_temporary_root() {
     let deploy = |name: &str| fs::read(deploy_dir().join(name)).unwrap();
     let mut expected: BTreeMap<String, (u32, Vec<u8>)> = BTreeMap::new();
     expected.insert(INSTALLED_IMAGE.into(), (0o644, image_bytes.clone()));
+    // No bundle given: an empty one, the baked site.
+    expected.insert(INSTALLED_BUNDLE.into(), (0o644, Vec::new()));
     expected.insert(INSTALLED_HEALTH.into(), (0o755, deploy("unikernel-health")));
     for unit in UNITS {
         expected.insert(format!("/etc/systemd/system/{unit}"), (0o644, deploy(unit)));
@@ -1124,6 +1128,35 @@ fn install_sh_into_a_temporary_root() {
     );
     rig.run(&["--rollback"], 0);
     assert_eq!(fs::read(lib.join("unikernel.elf")).unwrap(), new_bytes);
+
+    // A site update: a bundle beside the image, the replaced one kept, a
+    // rolling restart; --rollback swaps it back (with the image, whose
+    // previous one is still there).
+    let bundle = |name: &str| {
+        let path = rig.dir.join(name);
+        fs::write(&path, [b"UKSITE\r\n".as_slice(), name.as_bytes()].concat()).unwrap();
+        (
+            path.to_string_lossy().into_owned(),
+            fs::read(&path).unwrap(),
+        )
+    };
+    let ((a_arg, a_bytes), (b_arg, b_bytes)) = (bundle("a.bundle"), bundle("b.bundle"));
+    let site = lib.join("site.bundle");
+    let (_, calls) = rig.run(&["--image", &new_arg, "--bundle", &a_arg], 0);
+    assert!(calls.contains(&"systemctl restart unikernel.service".to_string()));
+    assert_eq!(fs::read(&site).unwrap(), a_bytes);
+    rig.run(&["--image", &new_arg, "--bundle", &b_arg], 0);
+    assert_eq!(fs::read(&site).unwrap(), b_bytes);
+    assert_eq!(fs::read(lib.join("site.bundle.previous")).unwrap(), a_bytes);
+    let (out, _) = rig.run(&["--rollback"], 0);
+    assert_eq!(fs::read(&site).unwrap(), a_bytes, "{}", out.text());
+    assert_eq!(fs::read(lib.join("unikernel.elf")).unwrap(), image_bytes);
+    rig.run(&["--rollback"], 0);
+    assert_eq!(fs::read(&site).unwrap(), b_bytes);
+    assert_eq!(fs::read(lib.join("unikernel.elf")).unwrap(), new_bytes);
+    // Without --bundle an installed bundle stays.
+    rig.run(&["--image", &new_arg], 0);
+    assert_eq!(fs::read(&site).unwrap(), b_bytes);
 
     // Instances: settings files from the shipped one with their ports. `a`
     // gets a port where something answers /health, `b` one where nothing does.
@@ -1252,7 +1285,19 @@ fn install_sh_refuses_what_it_should() {
     rig.run(&["--rollback", "--image", &image_arg], 2);
     rig.run(&["--bogus"], 2);
     let (out, _) = rig.run(&["--rollback"], 1);
-    assert!(out.stderr.contains("no previous image"), "{}", out.text());
+    assert!(
+        out.stderr.contains("no previous image or bundle"),
+        "{}",
+        out.text()
+    );
+    let (out, calls) = rig.run(&["--image", &image_arg, "--bundle", &image_arg], 2);
+    assert!(
+        out.stderr.contains("is not a site bundle"),
+        "{}",
+        out.text()
+    );
+    assert!(calls.is_empty());
+    rig.run(&["--site", "/nonexistent", "--bundle", &image_arg], 2);
     let files: Vec<String> = rig.tree().into_keys().collect();
     assert_eq!(
         files,
