@@ -581,6 +581,48 @@ pub fn unit_argv(
 }
 
 impl UnitGuest {
+    /// Starts QEMU with `argv` (serial and stderr to `<tag>-*.log` in
+    /// `scratch`); `port` is the host port forwarded to the guest's port 80.
+    pub fn spawn(
+        test: &str,
+        scratch: &TempDir,
+        tag: &str,
+        argv: Vec<String>,
+        port: u16,
+        qmp_socket: PathBuf,
+    ) -> UnitGuest {
+        let serial_path = scratch.join(&format!("{tag}-serial.log"));
+        let stderr_path = scratch.join(&format!("{tag}-qemu-stderr.log"));
+        let serial = fs::File::create(&serial_path).expect("creating the serial log");
+        let stderr = fs::File::create(&stderr_path).expect("creating the stderr log");
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(serial)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("[{test}] starting {}: {e}", argv[0]));
+        let guest = UnitGuest {
+            child,
+            port,
+            argv,
+            qmp_socket,
+            serial_path,
+            stderr_path,
+            test: test.to_string(),
+            started: Instant::now(),
+        };
+        note(
+            test,
+            format_args!(
+                "started pid {} port {port}: {}",
+                guest.child.id(),
+                guest.argv.join(" ")
+            ),
+        );
+        guest
+    }
+
     /// Starts the single-instance unit's command line on a free port, with the
     /// settings file's values and `overrides`, retrying with another port if
     /// QEMU could not bind the one picked.
@@ -598,35 +640,13 @@ impl UnitGuest {
             let run = scratch.join(&format!("{tag}-run"));
             fs::create_dir_all(run.join("unikernel")).expect("creating the runtime directory");
             let argv = unit_argv(&unit, &env, &run, "", image);
-            let qmp_socket = run.join("unikernel/qmp.sock");
-            let serial_path = scratch.join(&format!("{tag}-serial.log"));
-            let stderr_path = scratch.join(&format!("{tag}-qemu-stderr.log"));
-            let serial = fs::File::create(&serial_path).expect("creating the serial log");
-            let stderr = fs::File::create(&stderr_path).expect("creating the stderr log");
-            let child = Command::new(&argv[0])
-                .args(&argv[1..])
-                .stdin(Stdio::null())
-                .stdout(serial)
-                .stderr(stderr)
-                .spawn()
-                .unwrap_or_else(|e| panic!("[{test}] starting {}: {e}", argv[0]));
-            let mut guest = UnitGuest {
-                child,
-                port,
-                argv,
-                qmp_socket,
-                serial_path,
-                stderr_path,
-                test: test.to_string(),
-                started: Instant::now(),
-            };
-            note(
+            let mut guest = UnitGuest::spawn(
                 test,
-                format_args!(
-                    "started the unit's command line: pid {} port {port}: {}",
-                    guest.child.id(),
-                    guest.argv.join(" ")
-                ),
+                scratch,
+                &tag,
+                argv,
+                port,
+                run.join("unikernel/qmp.sock"),
             );
             // QEMU fails at once when the port is taken. (A guest may also end
             // this soon by itself, e.g. an injected fault under TCG: that is
