@@ -87,9 +87,10 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let largest = frame_allocator.largest_run() * frames::FRAME;
     let heap_size = heap::size_for(largest).unwrap_or_else(|| {
         stop(format_args!(
-            "no {} KiB block for the heap (largest free block {} KiB)",
+            "no {} KiB block for the heap (largest free block {} KiB; the site bundle takes {} KiB): give the guest more memory",
             heap::MIN_HEAP >> 10,
-            largest >> 10
+            largest >> 10,
+            boot_info.ramdisk_len >> 10
         ))
     });
     let heap_start = frame_allocator

@@ -4,7 +4,9 @@
 //!   directory into a sorted table of path, body, gzip variant, content type, ETag),
 //!   and the built-in pages (`kernel/builtin/`, baked the same way whatever the
 //!   site); [`asset_meta`] holds the rules `build.rs` and the kernel share.
-//! - [`site`]: serves that table: `GET`/`HEAD`, `If-None-Match` → 304,
+//! - [`bundle`]: a site bundle read in place (layout in [`bundle_format`],
+//!   shared with the image builder that writes it), every byte checked first.
+//! - [`site`]: serves the baked table or a bundle: `GET`/`HEAD`, `If-None-Match` → 304,
 //!   brotli/gzip negotiation, byte ranges, directory redirects, the site's
 //!   `_redirects` rules and its `404.html`.
 //! - [`site_rules`] and [`pattern`]: the `_headers` / `_redirects` syntax,
