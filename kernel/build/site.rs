@@ -29,6 +29,8 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const SITE_ENV: &str = "UNIKERNEL_SITE_DIR";
 /// The server's own pages, served on fixed routes whatever the site.
@@ -147,42 +149,32 @@ pub fn compile(dir: &Path, with_rules: bool) -> Result<CompiledSite, String> {
     // (path served, index into `files`), sorted by path at the end.
     let mut served: Vec<(String, usize)> = Vec::new();
     let mut compiled: Vec<CompiledFile> = Vec::new();
-    for (i, file) in files.iter().enumerate() {
-        let body =
-            fs::read(&file.source).map_err(|e| format!("read {}: {e}", file.source.display()))?;
-        let compressible = asset_meta::is_compressible(asset_meta::content_type(&file.url));
-        let sidecar = |ext: &str,
-                       decode: fn(&[u8]) -> Option<Vec<u8>>|
-         -> Result<Option<Vec<u8>>, String> {
-            let Some(source) = sources.get(format!("{}.{ext}", file.url).as_str()) else {
-                return Ok(None);
-            };
-            let packed = fs::read(source).map_err(|e| format!("read {}: {e}", source.display()))?;
-            if decode(&packed).as_deref() != Some(&body[..]) {
-                return Err(format!(
-                    "site: {} does not decompress to {} (rebuild it or remove it)",
-                    source.display(),
-                    file.source.display()
-                ));
-            }
-            Ok(Some(packed))
-        };
-        let gzip = sidecar("gz", gunzip)?
-            .or_else(|| compressible.then(|| gzip(&body)))
-            .filter(|v| v.len() < body.len());
-        let br = sidecar("br", unbrotli)?
-            .or_else(|| compressible.then(|| brotli(&body)))
-            .filter(|v| v.len() < body.len());
-        let with_etag = |bytes: Vec<u8>| {
-            let tag = etag(&bytes);
-            (bytes, tag)
-        };
-        compiled.push(CompiledFile {
-            etag: etag(&body),
-            body,
-            gzip: gzip.map(with_etag),
-            br: br.map(with_etag),
-        });
+    // Compression (brotli at quality 11) is most of the time: files are
+    // compiled on every core, each result kept in its file's slot.
+    let slots: Vec<Mutex<Option<Result<CompiledFile, String>>>> =
+        files.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, files.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(file) = files.get(i) else { break };
+                    let result = compile_file(file, &sources);
+                    *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+                }
+            });
+        }
+    });
+    for (i, (file, slot)) in files.iter().zip(slots).enumerate() {
+        let compiled_file = slot
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(|| Err(format!("site: {} was not compiled", file.url)))?;
+        compiled.push(compiled_file);
         served.push((file.url.clone(), i));
         if let Some(dir_url) = file.url.strip_suffix("index.html") {
             served.push((dir_url.to_string(), i));
@@ -337,6 +329,45 @@ pub fn bake_dir(dir: &Path, out: &Path, name: &str, with_rules: bool) {
         code.push_str("];\n");
     }
     write(&out.join(format!("{name}.rs")), code.as_bytes());
+}
+
+/// One file: its body, the sidecar or generated variants kept where smaller,
+/// and their ETags.
+fn compile_file(file: &SiteFile, sources: &BTreeMap<&str, &Path>) -> Result<CompiledFile, String> {
+    let body =
+        fs::read(&file.source).map_err(|e| format!("read {}: {e}", file.source.display()))?;
+    let compressible = asset_meta::is_compressible(asset_meta::content_type(&file.url));
+    let sidecar =
+        |ext: &str, decode: fn(&[u8]) -> Option<Vec<u8>>| -> Result<Option<Vec<u8>>, String> {
+            let Some(source) = sources.get(format!("{}.{ext}", file.url).as_str()) else {
+                return Ok(None);
+            };
+            let packed = fs::read(source).map_err(|e| format!("read {}: {e}", source.display()))?;
+            if decode(&packed).as_deref() != Some(&body[..]) {
+                return Err(format!(
+                    "site: {} does not decompress to {} (rebuild it or remove it)",
+                    source.display(),
+                    file.source.display()
+                ));
+            }
+            Ok(Some(packed))
+        };
+    let gzip = sidecar("gz", gunzip)?
+        .or_else(|| compressible.then(|| gzip(&body)))
+        .filter(|v| v.len() < body.len());
+    let br = sidecar("br", unbrotli)?
+        .or_else(|| compressible.then(|| brotli(&body)))
+        .filter(|v| v.len() < body.len());
+    let with_etag = |bytes: Vec<u8>| {
+        let tag = etag(&bytes);
+        (bytes, tag)
+    };
+    Ok(CompiledFile {
+        etag: etag(&body),
+        body,
+        gzip: gzip.map(with_etag),
+        br: br.map(with_etag),
+    })
 }
 
 /// A rewrite (200 / 404) whose target has no placeholder must name a file of
