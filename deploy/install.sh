@@ -340,25 +340,23 @@ if ! grep -q "^$USER_NAME:" "$R/etc/passwd" 2>/dev/null; then
 fi
 
 restart=0
-current=$R$LIB/unikernel.elf
-if [ -f "$current" ] && ! cmp -s "$image" "$current"; then
-    install -m 0644 "$current" "$current.previous"
-    say "kept the replaced image as $current.previous"
-    restart=1
-fi
-if install_file "$image" "$current" 0644; then
-    say "installed the image $current"
-fi
-site_bundle=$R$LIB/site.bundle
-if [ -n "$bundle" ]; then
-    if [ -f "$site_bundle" ] && ! cmp -s "$bundle" "$site_bundle"; then
-        install -m 0644 "$site_bundle" "$site_bundle.previous"
-        say "kept the replaced bundle as $site_bundle.previous"
+# replace SRC DEST WHAT: install SRC as DEST; a different DEST is kept as
+# DEST.previous (for --rollback) and the running instances are restarted.
+replace() {
+    local src=$1 dest=$2 what=$3
+    if [ -f "$dest" ] && ! cmp -s "$src" "$dest"; then
+        install -m 0644 "$dest" "$dest.previous"
+        say "kept the replaced $what as $dest.previous"
         restart=1
     fi
-    if install_file "$bundle" "$site_bundle" 0644; then
-        say "installed the site bundle $site_bundle"
+    if install_file "$src" "$dest" 0644; then
+        say "installed the $what $dest"
     fi
+}
+replace "$image" "$R$LIB/unikernel.elf" image
+site_bundle=$R$LIB/site.bundle
+if [ -n "$bundle" ]; then
+    replace "$bundle" "$site_bundle" "site bundle"
 elif [ ! -e "$site_bundle" ]; then
     install -m 0644 /dev/null "$site_bundle"
     say "no site bundle given: the guests serve the site baked into the image"

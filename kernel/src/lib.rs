@@ -26,6 +26,8 @@ pub mod diag;
 pub mod http;
 pub mod mem;
 pub mod net;
+#[cfg(test)]
+pub mod test_rng;
 
 #[cfg(target_os = "none")]
 pub mod arch;

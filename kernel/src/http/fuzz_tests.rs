@@ -5,36 +5,13 @@
 use super::response::{self, status};
 use super::test_support::TestApp;
 use super::{Action, Conn, Limits};
+use crate::test_rng::Rng;
 use alloc::vec::Vec;
 
 /// Input generators: random bytes, a request-ish alphabet, token soup, mutated
 /// valid requests, and valid requests grown towards the limits.
 const STRATEGIES: u32 = 5;
 const CASES_PER_STRATEGY: u32 = 10_000;
-
-/// xorshift64*: deterministic, no dependencies.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 const TOKENS: &[&str] = &[
     "GET",
@@ -137,8 +114,8 @@ fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
     for _ in 0..rng.below(4) {
         let at = rng.below(bytes.len() + 1);
         match rng.below(4) {
-            0 if at < bytes.len() => bytes[at] = rng.next() as u8,
-            1 => bytes.insert(at, rng.next() as u8),
+            0 if at < bytes.len() => bytes[at] = rng.next_u64() as u8,
+            1 => bytes.insert(at, rng.next_u64() as u8),
             2 if at < bytes.len() => {
                 let end = (at + rng.below(8)).min(bytes.len());
                 bytes.drain(at..end);
@@ -154,7 +131,7 @@ fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
 
 fn generate(rng: &mut Rng, strategy: u32) -> Vec<u8> {
     match strategy {
-        0 => (0..rng.below(300)).map(|_| rng.next() as u8).collect(),
+        0 => (0..rng.below(300)).map(|_| rng.next_u64() as u8).collect(),
         1 => {
             let alphabet = b"GETHOST /:\r\n0123456789%.abchttp";
             (0..rng.below(300)).map(|_| *rng.pick(alphabet)).collect()
@@ -191,7 +168,7 @@ fn generate(rng: &mut Rng, strategy: u32) -> Vec<u8> {
 fn run(rng: &mut Rng, input: &[u8], limits: Limits) -> (Vec<u8>, TestApp, Action) {
     let mut conn = Conn::with_limits(limits);
     let mut app = TestApp::default();
-    let mut now = rng.next() % 1_000_000;
+    let mut now = rng.next_u64() % 1_000_000;
     conn.open(now);
     let mut socket: Vec<u8> = Vec::new();
     let mut fed = 0;
@@ -218,8 +195,8 @@ fn run(rng: &mut Rng, input: &[u8], limits: Limits) -> (Vec<u8>, TestApp, Action
         wire.extend_from_slice(&out[..sent]);
         // Mostly no time passes; sometimes past a deadline.
         now += match rng.below(20) {
-            0 => 1 + rng.next() % 40_000,
-            1 => rng.next() % 2_000,
+            0 => 1 + rng.next_u64() % 40_000,
+            1 => rng.next_u64() % 2_000,
             _ => 0,
         };
         if let Some(deadline) = conn.next_deadline() {
@@ -235,7 +212,7 @@ fn run(rng: &mut Rng, input: &[u8], limits: Limits) -> (Vec<u8>, TestApp, Action
                 break;
             }
             // Bytes wait in the socket: let time pass so a deadline decides.
-            now += 1 + rng.next() % 20_000;
+            now += 1 + rng.next_u64() % 20_000;
         }
     }
     // Whatever is still queued goes out (unless aborted).

@@ -10,6 +10,7 @@ use super::super::bundle_format;
 use super::*;
 use crate::app::bundle_format::hdr;
 use crate::app::site_build_tests::builder as site;
+use crate::test_rng::Rng;
 use std::path::{Path, PathBuf};
 
 fn default_site() -> PathBuf {
@@ -255,21 +256,6 @@ fn every_prefix_is_refused_without_panic() {
     }
 }
 
-/// xorshift64*: a fixed seed replays the same cases.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// Whatever a parsed bundle hands out lies inside its bytes and agrees with
 /// itself; walking it must not panic.
 fn exercise(bytes: &[u8]) -> bool {
@@ -333,7 +319,7 @@ fn mutated_bundles_never_panic_or_escape() {
                     0 => 0,
                     1 => u64::MAX,
                     2 => b.len() as u64 + rng.below(64) as u64,
-                    3 => rng.next(),
+                    3 => rng.next_u64(),
                     _ => rng.below(b.len()) as u64,
                 };
                 put_u64(&mut b, at, v);
@@ -349,7 +335,7 @@ fn mutated_bundles_never_panic_or_escape() {
             // Garbage after a valid header.
             _ => {
                 for x in b.iter_mut().skip(hdr::ENTRY_COUNT + rng.below(64)) {
-                    *x = rng.next() as u8;
+                    *x = rng.next_u64() as u8;
                 }
             }
         }
@@ -374,7 +360,7 @@ fn random_bytes_behind_a_valid_header_never_panic() {
     let mut rng = Rng(42);
     for _ in 0..5_000 {
         let len = bundle_format::HEADER_LEN + rng.below(4096);
-        let mut b: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let mut b: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         b[..8].copy_from_slice(&bundle_format::MAGIC);
         put_u32(&mut b, hdr::VERSION, bundle_format::VERSION);
         put_u32(&mut b, hdr::HEADER_LEN, bundle_format::HEADER_LEN as u32);
