@@ -154,13 +154,17 @@ extern "C" fn loader_main(start_info_paddr: u32) -> ! {
         .unwrap_or_else(|| fail(format_args!("loader end {loader_end:#x} is not in RAM")));
     let module = initrd(info, entries, loader_start..loader_end);
     // Frames come from above the loader; a module there caps them.
-    let limit = match &module {
-        Some(m) if m.start >= loader_end && m.start < region.end() => m.start,
-        _ => region.end(),
+    let (limit, limit_note) = match &module {
+        Some(m) if m.start >= loader_end && m.start < region.end() => (
+            m.start,
+            ", where the -initrd module starts: give the guest more memory (-m)",
+        ),
+        _ => (region.end(), ""),
     };
     let mut frames = Frames {
         next: loader_end,
         limit: limit & !(PAGE - 1),
+        limit_note,
     };
 
     let boot_info_frame = frames.alloc(2);

@@ -15,6 +15,8 @@ const HUGE_PAGE: u64 = 2 * 1024 * 1024;
 pub struct Frames {
     pub next: u64,
     pub limit: u64,
+    /// Said when the frames run out, e.g. what set the limit.
+    pub limit_note: &'static str,
 }
 
 impl Frames {
@@ -32,7 +34,8 @@ impl Frames {
                 base
             }
             _ => crate::fail(format_args!(
-                "out of memory allocating {count} frames at {base:#x}"
+                "out of memory allocating {count} frames at {base:#x} (limit {:#x}{})",
+                self.limit, self.limit_note
             )),
         }
     }
