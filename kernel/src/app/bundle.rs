@@ -394,7 +394,16 @@ impl<'a> Bundle<'a> {
         strings: (usize, usize),
         data: (usize, usize),
     ) -> Result<(), BundleError> {
-        let mut bodies: Vec<(usize, usize)> = Vec::with_capacity(self.entries.count);
+        // Up to three bodies per entry; a huge index must not end the guest
+        // in an allocation failure.
+        let mut bodies: Vec<(usize, usize)> = Vec::new();
+        bodies
+            .try_reserve_exact(self.entries.count.saturating_mul(3))
+            .map_err(|_| BundleError::Invalid {
+                table: "entry",
+                index: self.entries.count,
+                reason: "more entries than the guest has memory to check",
+            })?;
         let mut previous: Option<&str> = None;
         for i in 0..self.entries.count {
             let bad = |reason| BundleError::Invalid {
