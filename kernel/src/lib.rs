@@ -25,6 +25,7 @@ pub mod diag;
 pub mod http;
 pub mod mem;
 pub mod net;
+pub mod wall_clock;
 
 #[cfg(target_os = "none")]
 pub mod arch;

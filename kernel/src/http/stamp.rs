@@ -83,6 +83,24 @@ impl DateTime {
         }
     }
 
+    /// Unix seconds of this calendar time (`weekday` is ignored); `None`
+    /// before 1970.
+    pub fn to_unix(&self) -> Option<u64> {
+        // Howard Hinnant's days_from_civil.
+        let (m, d) = (i64::from(self.month), i64::from(self.day));
+        let y = self.year - i64::from(m <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        let secs = days * 86_400
+            + i64::from(self.hour) * 3600
+            + i64::from(self.minute) * 60
+            + i64::from(self.second);
+        u64::try_from(secs).ok()
+    }
+
     pub fn month_name(&self) -> &'static str {
         MONTHS
             .get(usize::from(self.month.saturating_sub(1)))
@@ -151,6 +169,7 @@ mod tests {
             let next_month = t.day == 1 && (t.month == prev.month + 1 || (t.month, prev.month) == (1, 12));
             assert!(next_day || next_month, "{prev:?} -> {t:?}");
             assert_eq!(t.weekday, (prev.weekday + 1) % 7);
+            assert_eq!(t.to_unix(), Some(day * 86_400));
             prev = t;
         }
     }
