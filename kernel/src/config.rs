@@ -6,7 +6,7 @@
 use core::fmt;
 
 mod serving;
-pub use serving::{Admin, DEFAULT_ADMIN_PORT, Serving};
+pub use serving::{ADMIN_SOCKETS, Admin, DEFAULT_ADMIN_PORT, Serving};
 
 /// Longest configuration string read from fw_cfg; the rest is ignored (and reported).
 pub const MAX_CONFIG_LEN: usize = 4096;

@@ -28,6 +28,8 @@ pub mod net;
 pub mod wall_clock;
 
 #[cfg(target_os = "none")]
+pub mod access_sink;
+#[cfg(target_os = "none")]
 pub mod arch;
 #[cfg(target_os = "none")]
 pub mod boot;

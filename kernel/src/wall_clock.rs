@@ -33,7 +33,11 @@ impl Source {
 
 /// `epoch_ms` (Unix ms at uptime 0) and its source, from an RTC reading and
 /// the launcher's value, both taken at uptime `now_ms`.
-pub fn choose(rtc_secs: Option<u64>, launcher_secs: Option<u64>, now_ms: u64) -> (Option<u64>, Source) {
+pub fn choose(
+    rtc_secs: Option<u64>,
+    launcher_secs: Option<u64>,
+    now_ms: u64,
+) -> (Option<u64>, Source) {
     let epoch = |secs: u64| secs.saturating_mul(1000).saturating_sub(now_ms);
     match (rtc_secs, launcher_secs) {
         (Some(secs), _) => (Some(epoch(secs)), Source::Rtc),
@@ -104,7 +108,10 @@ mod tests {
         let midnight = [0x00, 0x00, 0x12, 0x02, 0x12, 0x26, 0x20];
         assert_eq!(rtc_to_unix(midnight, false, false), Some(1_796_169_600));
         // No century register.
-        assert_eq!(rtc_to_unix([0, 15, 16, 2, 12, 26, 0], true, true), Some(1_796_228_100));
+        assert_eq!(
+            rtc_to_unix([0, 15, 16, 2, 12, 26, 0], true, true),
+            Some(1_796_228_100)
+        );
         // Absent RTC (every port reads 0xff) and nonsense.
         assert_eq!(rtc_to_unix([0xff; 7], false, true), None);
         assert_eq!(rtc_to_unix([0xff; 7], true, true), None);
@@ -113,7 +120,10 @@ mod tests {
 
     #[test]
     fn rtc_wins_then_the_launcher() {
-        assert_eq!(choose(Some(1000), Some(5), 250), (Some(999_750), Source::Rtc));
+        assert_eq!(
+            choose(Some(1000), Some(5), 250),
+            (Some(999_750), Source::Rtc)
+        );
         assert_eq!(choose(None, Some(5), 250), (Some(5000), Source::Launcher));
         assert_eq!(choose(None, None, 250), (None, Source::None));
     }

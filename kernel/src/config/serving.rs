@@ -5,6 +5,8 @@ use crate::app::access_log::{Destination, Format, TrustedProxies};
 
 /// Guest port of the admin endpoints unless `admin_port=` says otherwise.
 pub const DEFAULT_ADMIN_PORT: u16 = 8081;
+/// Sockets of the admin listener: a scraper, a status page and a shell or two.
+pub const ADMIN_SOCKETS: usize = 4;
 /// `clock=` values outside 2000-01-01 .. 2100-01-01 are refused as typos.
 const CLOCK_RANGE: core::ops::RangeInclusive<u64> = 946_684_800..=4_102_444_800;
 
@@ -55,12 +57,13 @@ impl Serving {
                 .ok()
                 .filter(|s| CLOCK_RANGE.contains(s))
                 .map(|s| self.clock = Some(s)),
-            "admin" => match (value, self.admin) {
-                ("public", _) => Some(self.admin = Admin::Public),
-                ("port", Admin::Public) => Some(self.admin = Admin::Port(DEFAULT_ADMIN_PORT)),
-                ("port", Admin::Port(_)) => Some(()),
+            "admin" => match value {
+                "public" => Some(Admin::Public),
+                "port" if self.admin == Admin::Public => Some(Admin::Port(DEFAULT_ADMIN_PORT)),
+                "port" => Some(self.admin),
                 _ => None,
-            },
+            }
+            .map(|admin| self.admin = admin),
             "admin_port" => value
                 .parse()
                 .ok()

@@ -43,13 +43,13 @@
 
 use super::limits::{Limits, RESPONSE_HEAD_CAP};
 use super::logged::HeadSpans;
-use super::stamp::{RequestId, Stamp};
 use super::parse::{self, LineScan, Outcome, Parsed, Reject};
 use super::response::{self, Connection, status};
+use super::stamp::{RequestId, Stamp};
 use super::{Body, Exchange, Handler, Method, Millis, Response};
-use core::net::IpAddr;
 use alloc::boxed::Box;
 use alloc::vec;
+use core::net::IpAddr;
 
 /// What the network layer should do with the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,7 +411,8 @@ impl Conn {
                     // before them); what follows it stays in the socket.
                     let used = parsed.head_len.saturating_sub(start).min(n);
                     let plan = Plan::for_request(&parsed);
-                    self.spans = HeadSpans::scan(buffered.get(..parsed.head_len).unwrap_or_default(), true);
+                    self.spans =
+                        HeadSpans::scan(buffered.get(..parsed.head_len).unwrap_or_default(), true);
                     let response = app.handle(&parsed.request);
                     self.method = match parsed.request.method {
                         Method::Get => "GET",
@@ -473,8 +474,13 @@ impl Conn {
             request_id: self.request_id(),
             unix_secs: self.stamp.unix_secs(now),
         };
-        let written =
-            response::write_head_stamped(&mut self.head, &resp, content_length, connection, Some(&stamp));
+        let written = response::write_head_stamped(
+            &mut self.head,
+            &resp,
+            content_length,
+            connection,
+            Some(&stamp),
+        );
         let status = match written {
             Some(len) => {
                 self.head_len = len;

@@ -76,7 +76,10 @@ impl HeadSpans {
                 .rposition(|&b| b != b' ' && b != b'\t')
                 .map_or(lead, |p| p.saturating_add(1));
             let span = (
-                line_start.saturating_add(colon).saturating_add(1).saturating_add(lead),
+                line_start
+                    .saturating_add(colon)
+                    .saturating_add(1)
+                    .saturating_add(lead),
                 trail.saturating_sub(lead),
             );
             if let Some(slot) = spans.fields.get_mut(which)

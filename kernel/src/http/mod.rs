@@ -24,8 +24,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 pub mod conn;
-pub mod logged;
 pub mod limits;
+pub mod logged;
 pub mod negotiate;
 pub mod parse;
 pub mod range;
@@ -40,8 +40,8 @@ pub(crate) mod test_support;
 pub use conn::{Action, Conn, ConnEvent};
 pub use limits::Limits;
 pub use logged::LoggedHead;
-pub use stamp::{RequestId, Stamp};
 pub use negotiate::{AcceptEncoding, Coding};
+pub use stamp::{RequestId, Stamp};
 
 /// Milliseconds since boot: the only clock the HTTP layer knows.
 pub type Millis = u64;

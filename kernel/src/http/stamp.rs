@@ -153,10 +153,7 @@ mod tests {
             (4_107_542_400, "Mon, 01 Mar 2100 00:00:00 GMT"),
         ];
         for (secs, text) in cases {
-            assert_eq!(
-                format!("{}", DateTime::from_unix(secs).imf_fixdate()),
-                text
-            );
+            assert_eq!(format!("{}", DateTime::from_unix(secs).imf_fixdate()), text);
         }
     }
 
@@ -166,7 +163,8 @@ mod tests {
         for day in 1..(400 * 366) {
             let t = DateTime::from_unix(day * 86_400);
             let next_day = t.day == prev.day + 1 && t.month == prev.month;
-            let next_month = t.day == 1 && (t.month == prev.month + 1 || (t.month, prev.month) == (1, 12));
+            let next_month =
+                t.day == 1 && (t.month == prev.month + 1 || (t.month, prev.month) == (1, 12));
             assert!(next_day || next_month, "{prev:?} -> {t:?}");
             assert_eq!(t.weekday, (prev.weekday + 1) % 7);
             assert_eq!(t.to_unix(), Some(day * 86_400));

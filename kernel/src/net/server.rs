@@ -78,7 +78,13 @@ impl Server {
         server
     }
 
-    fn add_slots(&mut self, sockets: &mut SocketSet<'static>, count: usize, port: u16, scope: Scope) {
+    fn add_slots(
+        &mut self,
+        sockets: &mut SocketSet<'static>,
+        count: usize,
+        port: u16,
+        scope: Scope,
+    ) {
         for _ in 0..count {
             let rx = tcp::SocketBuffer::new(alloc::vec![0u8; SOCKET_RX_BUFFER]);
             let tx = tcp::SocketBuffer::new(alloc::vec![0u8; self.tx_buffer]);
@@ -105,13 +111,17 @@ impl Server {
         match admin {
             Some((port, count)) => {
                 self.add_slots(sockets, count, port, Scope::Admin);
-                log::info!("http: admin endpoints on port {port} ({count} sockets); port {HTTP_PORT} serves the site and /health");
+                log::info!(
+                    "http: admin endpoints on port {port} ({count} sockets); port {HTTP_PORT} serves the site and /health"
+                );
             }
             None => {
                 for slot in &mut self.slots {
                     slot.scope = Scope::All;
                 }
-                log::warn!("http: admin=public: metrics, stats, status and debug endpoints on port {HTTP_PORT}, for local development only");
+                log::warn!(
+                    "http: admin=public: metrics, stats, status and debug endpoints on port {HTTP_PORT}, for local development only"
+                );
             }
         }
     }

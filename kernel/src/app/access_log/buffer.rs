@@ -59,7 +59,10 @@ impl LineBuffer {
         let cap = self.buf.len();
         let n = out.len().min(self.len);
         let first = n.min(cap - self.start);
-        let src_a = self.buf.get(self.start..self.start + first).unwrap_or_default();
+        let src_a = self
+            .buf
+            .get(self.start..self.start + first)
+            .unwrap_or_default();
         let src_b = self.buf.get(..n - first).unwrap_or_default();
         if let Some(dst) = out.get_mut(..first) {
             dst.copy_from_slice(src_a);
@@ -107,7 +110,8 @@ mod tests {
         let mut seed = 12345u32;
         for i in 0..5000u32 {
             seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            let line: Vec<u8> = alloc::format!("{i}:{}\n", "y".repeat((seed >> 20) as usize % 20)).into();
+            let line: Vec<u8> =
+                alloc::format!("{i}:{}\n", "y".repeat((seed >> 20) as usize % 20)).into();
             if b.push(&line) {
                 sent.extend_from_slice(&line);
             } else {

@@ -39,11 +39,15 @@ impl Cidr {
     pub fn contains(&self, addr: IpAddr) -> bool {
         match (self.net, addr) {
             (IpAddr::V4(net), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 net.to_bits() & mask == a.to_bits() & mask
             }
             (IpAddr::V6(net), IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 net.to_bits() & mask == a.to_bits() & mask
             }
             _ => false,
@@ -62,12 +66,15 @@ impl TrustedProxies {
     /// `Err` names the first entry that is not a block, or says there are too many.
     pub fn parse(text: &str) -> Result<TrustedProxies, &str> {
         let mut t = TrustedProxies::default();
-        let mut n = 0;
-        for item in text.split(';').map(str::trim).filter(|i| !i.is_empty()) {
+        for (n, item) in text
+            .split(';')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .enumerate()
+        {
             let cidr = Cidr::parse(item).ok_or(item)?;
             let slot = t.list.get_mut(n).ok_or("too many entries")?;
             *slot = Some(cidr);
-            n += 1;
         }
         Ok(t)
     }
@@ -150,8 +157,14 @@ fn parse_node(node: &[u8]) -> Option<IpAddr> {
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     b.get(start..end).unwrap_or_default()
 }
 
@@ -172,9 +185,21 @@ mod tests {
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
         assert!(Cidr::parse("1.2.3.4").unwrap().contains(ip("1.2.3.4")));
         assert!(!Cidr::parse("1.2.3.4").unwrap().contains(ip("1.2.3.5")));
-        assert!(Cidr::parse("2001:db8::/32").unwrap().contains(ip("2001:db8:1::5")));
+        assert!(
+            Cidr::parse("2001:db8::/32")
+                .unwrap()
+                .contains(ip("2001:db8:1::5"))
+        );
         assert!(Cidr::parse("::/0").unwrap().contains(ip("::1")));
-        for bad in ["10.0.0.0/33", "10.0.0/8", "::/129", "1.2.3.4/", "1.2.3.4/+1", "x", ""] {
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "::/129",
+            "1.2.3.4/",
+            "1.2.3.4/+1",
+            "x",
+            "",
+        ] {
             assert_eq!(Cidr::parse(bad), None, "{bad}");
         }
     }
@@ -185,7 +210,10 @@ mod tests {
         assert!(t.contains(ip("127.0.0.1")) && t.contains(ip("::1")) && t.contains(ip("10.1.1.1")));
         assert!(!t.contains(ip("127.0.0.2")));
         assert_eq!(TrustedProxies::parse("10.0.0.0/8;nope"), Err("nope"));
-        assert_eq!(TrustedProxies::parse("1.1.1.1;".repeat(9).as_str()), Err("too many entries"));
+        assert_eq!(
+            TrustedProxies::parse("1.1.1.1;".repeat(9).as_str()),
+            Err("too many entries")
+        );
         assert!(TrustedProxies::parse("").unwrap().is_empty());
     }
 
@@ -193,9 +221,15 @@ mod tests {
     fn untrusted_peers_are_logged_as_themselves() {
         let t = TrustedProxies::parse("10.0.2.2").unwrap();
         let claim = Some(&b"6.6.6.6"[..]);
-        assert_eq!(t.client(Some(ip("10.0.2.3")), claim, claim), Some(ip("10.0.2.3")));
+        assert_eq!(
+            t.client(Some(ip("10.0.2.3")), claim, claim),
+            Some(ip("10.0.2.3"))
+        );
         let none = TrustedProxies::default();
-        assert_eq!(none.client(Some(ip("10.0.2.2")), claim, claim), Some(ip("10.0.2.2")));
+        assert_eq!(
+            none.client(Some(ip("10.0.2.2")), claim, claim),
+            Some(ip("10.0.2.2"))
+        );
         assert_eq!(none.client(None, claim, claim), None);
     }
 
@@ -206,14 +240,20 @@ mod tests {
         let xff = |v: &'static str| t.client(peer, None, Some(v.as_bytes()));
         assert_eq!(xff("203.0.113.9"), Some(ip("203.0.113.9")));
         // The rightmost untrusted entry: earlier ones are the client's own claims.
-        assert_eq!(xff("1.1.1.1, 203.0.113.9, 10.0.0.7"), Some(ip("203.0.113.9")));
+        assert_eq!(
+            xff("1.1.1.1, 203.0.113.9, 10.0.0.7"),
+            Some(ip("203.0.113.9"))
+        );
         assert_eq!(xff("10.0.0.9, 10.0.0.7"), Some(ip("10.0.0.9")));
         assert_eq!(xff("1.1.1.1, garbage, 10.0.0.7"), Some(ip("10.0.0.7")));
         assert_eq!(xff("unknown"), peer);
         assert_eq!(xff("203.0.113.9:4711"), Some(ip("203.0.113.9")));
         assert_eq!(xff("2001:db8::1"), Some(ip("2001:db8::1")));
         let fwd = |v: &'static str| t.client(peer, Some(v.as_bytes()), Some(b"9.9.9.9"));
-        assert_eq!(fwd("for=192.0.2.60;proto=http;by=203.0.113.43"), Some(ip("192.0.2.60")));
+        assert_eq!(
+            fwd("for=192.0.2.60;proto=http;by=203.0.113.43"),
+            Some(ip("192.0.2.60"))
+        );
         assert_eq!(
             fwd("for=192.0.2.43, For=\"[2001:db8:cafe::17]:4711\""),
             Some(ip("2001:db8:cafe::17"))

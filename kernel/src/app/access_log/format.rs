@@ -59,7 +59,7 @@ fn hex_escape(out: &mut Vec<u8>, b: u8) {
 /// nginx `escape=default`.
 pub fn escape_default(out: &mut Vec<u8>, bytes: &[u8]) {
     for &b in bytes {
-        if b == b'"' || b == b'\\' || b < 0x20 || b >= 0x7f {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
             hex_escape(out, b);
         } else {
             out.push(b);
@@ -257,7 +257,11 @@ mod tests {
         }
     }
 
-    fn text(f: fn(&mut Vec<u8>, &Exchange<'_>, &LineFacts), e: &Exchange<'_>, l: &LineFacts) -> String {
+    fn text(
+        f: fn(&mut Vec<u8>, &Exchange<'_>, &LineFacts),
+        e: &Exchange<'_>,
+        l: &LineFacts,
+    ) -> String {
         let mut out = Vec::new();
         f(&mut out, e, l);
         String::from_utf8(out).unwrap()
@@ -295,7 +299,10 @@ mod tests {
             line.contains(r#""GET /\x22q\x22\x5C\x01\x1B\x7F\xFF\xC3\xA9 HTTP/1.1""#),
             "{line}"
         );
-        assert!(line.contains(r#""http://x/\x00\x80" "a\x22b\x5Cc\x09d\x0D\x0Ae""#), "{line}");
+        assert!(
+            line.contains(r#""http://x/\x00\x80" "a\x22b\x5Cc\x09d\x0D\x0Ae""#),
+            "{line}"
+        );
         // One line, every byte printable ASCII, exactly six quotes.
         assert_eq!(line.matches('\n').count(), 1);
         assert!(line.trim_end().bytes().all(|b| (0x20..0x7f).contains(&b)));

@@ -104,7 +104,12 @@ impl AccessLog {
 
     /// A log writing `format` lines into a buffer of `capacity` bytes, with the
     /// wall clock of `stamp` (if any).
-    pub fn new(format: Format, trusted: TrustedProxies, stamp: Stamp, capacity: usize) -> AccessLog {
+    pub fn new(
+        format: Format,
+        trusted: TrustedProxies,
+        stamp: Stamp,
+        capacity: usize,
+    ) -> AccessLog {
         AccessLog {
             format,
             trusted,
@@ -127,7 +132,9 @@ impl AccessLog {
             return None;
         }
         let facts = format::LineFacts {
-            client: self.trusted.client(e.peer, e.head.forwarded, e.head.forwarded_for),
+            client: self
+                .trusted
+                .client(e.peer, e.head.forwarded, e.head.forwarded_for),
             unix_ms: self.stamp.epoch_ms.map(|epoch| epoch.saturating_add(e.now)),
             completed,
         };
@@ -160,21 +167,36 @@ mod tests {
             },
             ..Exchange::default()
         };
-        let mut probe = AccessLog::new(Format::Combined, TrustedProxies::default(), Stamp::default(), 1000);
+        let mut probe = AccessLog::new(
+            Format::Combined,
+            TrustedProxies::default(),
+            Stamp::default(),
+            1000,
+        );
         probe.record(&e, true);
         let line = probe.buffer().len();
         // Room for four lines and not quite a fifth.
-        let mut log = AccessLog::new(Format::Combined, TrustedProxies::default(), Stamp::default(), 5 * line - 1);
+        let mut log = AccessLog::new(
+            Format::Combined,
+            TrustedProxies::default(),
+            Stamp::default(),
+            5 * line - 1,
+        );
         let mut outcomes = alloc::vec::Vec::new();
         for _ in 0..5 {
             outcomes.push(log.record(&e, true));
         }
-        assert_eq!(outcomes, [Some(true), Some(true), Some(true), Some(true), Some(false)]);
+        assert_eq!(
+            outcomes,
+            [Some(true), Some(true), Some(true), Some(true), Some(false)]
+        );
         let mut out = [0u8; 1000];
         let n = log.buffer().pop_into(&mut out);
         let text = core::str::from_utf8(&out[..n]).unwrap();
         assert_eq!(text.lines().count(), 4);
-        assert!(text.lines().all(|l| l.starts_with("- - - [01/Jan/1970:00:00:00 +0000] \"GET /x HTTP/1.1\" 404 0 ")));
+        assert!(text.lines().all(|l| {
+            l.starts_with("- - - [01/Jan/1970:00:00:00 +0000] \"GET /x HTTP/1.1\" 404 0 ")
+        }));
         assert_eq!(log.record(&e, true), Some(true));
         assert_eq!(AccessLog::off().record(&e, true), None);
     }

@@ -1,0 +1,150 @@
+//! A transmit-only virtio-console driver: the access log's channel to the host.
+//!
+//! virtio-drivers' `VirtIOConsole::send_bytes` adds a buffer and then spins
+//! until the device returns it; a host end that stops reading (QEMU throttles
+//! the port and keeps the buffer) would hang the main loop there. This driver
+//! uses the same `VirtQueue` without ever waiting: [`Console::pump`] takes back
+//! the buffers the device finished with, fills the free ones from the line
+//! buffer and kicks; with every buffer still out, lines wait in the line
+//! buffer (bounded: the formatter drops and counts what does not fit).
+//!
+//! Only port 0's transmit queue is set up: no multiport, no input.
+
+use super::virtio::{KernelHal, MmioWindow};
+use crate::app::access_log::LineBuffer;
+use alloc::boxed::Box;
+use alloc::vec;
+use virtio_drivers::queue::VirtQueue;
+use virtio_drivers::transport::mmio::MmioTransport;
+use virtio_drivers::transport::{DeviceStatus, Transport};
+
+/// virtio-console's transmit queue of port 0.
+const QUEUE_TRANSMIT: u16 = 1;
+/// Buffers (= descriptors) in flight at most.
+const BUFFERS: usize = 8;
+/// Bytes per buffer.
+const BUFFER_LEN: usize = 4096;
+/// `VIRTIO_F_VERSION_1`: the only feature asked for (no EVENT_IDX, so the
+/// device interrupts and the driver's kicks are never suppressed).
+const FEATURE_VERSION_1: u64 = 1 << 32;
+const _: () = assert!(BUFFERS.is_power_of_two() && BUFFER_LEN > 0);
+
+/// What a pump did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pumped {
+    /// Bytes handed to the device.
+    pub bytes: usize,
+    /// The device is holding every buffer (the host is not reading).
+    pub full: bool,
+}
+
+pub struct Console {
+    /// Kept for the kernel's life: dropping it resets the device.
+    _transport: MmioTransport<'static>,
+    queue: VirtQueue<KernelHal, BUFFERS>,
+    window: MmioWindow,
+    buffers: [Box<[u8]>; BUFFERS],
+    /// Per buffer: (token, length) while the device holds it.
+    out: [Option<(u16, usize)>; BUFFERS],
+}
+
+impl Console {
+    /// Initialises the device behind `transport` (the transport discovery
+    /// found at `window`, kept for the kernel's life).
+    pub fn new(
+        mut transport: MmioTransport<'static>,
+        window: MmioWindow,
+    ) -> Result<Console, virtio_drivers::Error> {
+        transport.set_status(DeviceStatus::empty());
+        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
+        let offered = transport.read_device_features();
+        transport.write_driver_features(offered & FEATURE_VERSION_1);
+        transport.set_status(
+            DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK,
+        );
+        transport.set_guest_page_size(virtio_drivers::PAGE_SIZE as u32);
+        let queue = VirtQueue::new(&mut transport, QUEUE_TRANSMIT, false, false)?;
+        transport.finish_init();
+        Ok(Console {
+            _transport: transport,
+            queue,
+            window,
+            buffers: core::array::from_fn(|_| vec![0u8; BUFFER_LEN].into_boxed_slice()),
+            out: [None; BUFFERS],
+        })
+    }
+
+    /// Takes back finished buffers, sends as much of `lines` as free buffers
+    /// hold, kicks. Never waits.
+    pub fn pump(&mut self, lines: &mut LineBuffer) -> Pumped {
+        self.reap();
+        let mut pumped = Pumped::default();
+        let in_flight = self.out.iter().any(Option::is_some);
+        // While buffers are out, wait for a full one's worth: one kick (a VM
+        // exit) per 4 KiB rather than per line.
+        if in_flight && lines.len() < BUFFER_LEN {
+            return pumped;
+        }
+        let mut kicked = false;
+        for i in 0..BUFFERS {
+            if lines.is_empty() {
+                break;
+            }
+            if self.out.get(i).is_some_and(Option::is_some) {
+                continue;
+            }
+            let Some(buf) = self.buffers.get_mut(i) else {
+                break;
+            };
+            let n = lines.pop_into(buf);
+            let Some(data) = buf.get(..n) else { break };
+            // SAFETY: `data` is a slice of a heap buffer this driver owns and
+            // does not touch again until `reap` pops this token; the box never
+            // moves its contents.
+            match unsafe { self.queue.add(&[data], &mut []) } {
+                Ok(token) => {
+                    if let Some(slot) = self.out.get_mut(i) {
+                        *slot = Some((token, n));
+                    }
+                    pumped.bytes += n;
+                    kicked = true;
+                }
+                Err(_) => break,
+            }
+        }
+        if kicked {
+            self.window.notify(QUEUE_TRANSMIT);
+        }
+        pumped.full = self.out.iter().all(Option::is_some) && !lines.is_empty();
+        pumped
+    }
+
+    fn reap(&mut self) {
+        // Bounded: each round returns one buffer or stops.
+        for _ in 0..BUFFERS {
+            let Some(token) = self.queue.peek_used() else {
+                return;
+            };
+            let Some(i) = self
+                .out
+                .iter()
+                .position(|o| o.is_some_and(|(t, _)| t == token))
+            else {
+                // Not ours: it stays at the head of the used ring; the device
+                // is misbehaving and the log stops rather than corrupt memory.
+                return;
+            };
+            let len = self.out.get(i).copied().flatten().map_or(0, |(_, len)| len);
+            let Some(data) = self.buffers.get(i).and_then(|b| b.get(..len)) else {
+                return;
+            };
+            // SAFETY: the same buffer and length that `pump` added with this token.
+            if unsafe { self.queue.pop_used(token, &[data], &mut []) }.is_err() {
+                return;
+            }
+            if let Some(slot) = self.out.get_mut(i) {
+                *slot = None;
+            }
+        }
+    }
+}
