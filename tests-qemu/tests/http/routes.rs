@@ -438,7 +438,7 @@ fn check_endpoints(g: &HttpGuest, s: &Scratch) {
     status_is(g, &h, 200);
     header_is(g, &h, "content-length", Some("3"));
 
-    let c = curl(g, s, &[&g.url("/api/stats.json")]);
+    let c = curl(g, s, &[&g.admin_url("/api/stats.json")]);
     status_is(g, &c, 200);
     common_headers(g, &c);
     header_is(g, &c, "content-type", Some("application/json"));
@@ -456,7 +456,7 @@ fn check_endpoints(g: &HttpGuest, s: &Scratch) {
         }
         Err(e) => check(g, &c, false, e),
     }
-    let h = curl(g, s, &["-I", &g.url("/api/stats.json")]);
+    let h = curl(g, s, &["-I", &g.admin_url("/api/stats.json")]);
     status_is(g, &h, 200);
     header_is(g, &h, "cache-control", Some("no-store"));
 }
