@@ -79,8 +79,8 @@ pub struct QemuConfig {
     /// With a NIC: host `127.0.0.1:p` forwarded to the guest's admin port
     /// [`GUEST_ADMIN_PORT`]. Default `None`.
     pub admin_host_port: Option<u16>,
-    /// A virtio console (`virtio-serial-device` + `virtconsole`) whose host end
-    /// receives the access log. Default `None`.
+    /// A virtio serial port (`virtio-serial-device` + `virtserialport` 1)
+    /// whose host end receives the access log. Default `None`.
     pub access_log: Option<AccessLogChannel>,
     /// Unix seconds passed to the guest as `clock=` (its wall clock where it
     /// has no RTC, i.e. under KVM). Default `None`; see [`now_unix`].
@@ -260,7 +260,10 @@ pub fn qemu_args(image: &Path, accel: Accel, cfg: &QemuConfig) -> Result<Vec<OsS
                 escape_option_value(&path.to_string_lossy())
             ),
         };
-        let console = format!("virtconsole,chardev={ACCESS_LOG_CHARDEV}");
+        // Port 1 of a multiport device, where the guest writes: QEMU throttles
+        // a serial port whose host end does not read (a `virtconsole` would
+        // drop the data instead, uncounted).
+        let console = format!("virtserialport,chardev={ACCESS_LOG_CHARDEV},nr=1,name=access-log");
         push_all(
             &mut args,
             &[
@@ -422,7 +425,7 @@ mod tests {
         );
         let devices = values(&a, "-device");
         assert!(devices.contains(&"virtio-serial-device"));
-        assert!(devices.contains(&"virtconsole,chardev=accesslog"));
+        assert!(devices.contains(&"virtserialport,chardev=accesslog,nr=1,name=access-log"));
         assert_eq!(
             values(&a, "-fw_cfg"),
             ["name=opt/unikernel/config,string=log=debug,,clock=1796228100"]

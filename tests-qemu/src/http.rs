@@ -259,7 +259,7 @@ impl HttpGuest {
     fn check_transport(&self) {
         let line = self
             .guest
-            .wait_for("(virtio-mmio ", Duration::from_secs(1))
+            .wait_for("Network (virtio-mmio ", Duration::from_secs(1))
             .unwrap_or_else(|e| self.fail(format_args!("no virtio-mmio device line: {e}")));
         let want = format!("(virtio-mmio {})", self.transport.kernel_name());
         if !line.contains("Network") || !line.contains(&want) {

@@ -8,7 +8,15 @@
 //! buffer and kicks; with every buffer still out, lines wait in the line
 //! buffer (bounded: the formatter drops and counts what does not fit).
 //!
-//! Only port 0's transmit queue is set up: no multiport, no input.
+//! Which port: QEMU's `virtconsole` (port 0) drops data it cannot write at
+//! once (`hw/char/virtio-console.c`: consoles are never throttled), so a host
+//! end that stops reading would lose lines where the guest cannot count them.
+//! A `virtserialport` is throttled instead: QEMU keeps the buffer until the
+//! host end takes it, the guest's buffers fill, and the guest drops and counts.
+//! So when the device offers `VIRTIO_CONSOLE_F_MULTIPORT` this driver writes to
+//! port 1 (the launcher's `virtserialport,nr=1`), else to port 0. Only that
+//! port's transmit queue is set up: no control messages (QEMU delivers a
+//! port's output whenever its host end is connected), no input.
 
 use super::virtio::{KernelHal, MmioWindow};
 use crate::app::access_log::LineBuffer;
@@ -18,15 +26,18 @@ use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::mmio::MmioTransport;
 use virtio_drivers::transport::{DeviceStatus, Transport};
 
-/// virtio-console's transmit queue of port 0.
-const QUEUE_TRANSMIT: u16 = 1;
+/// Transmit queue of port 0, and of port 1 with multiport (queues 2 and 3
+/// are the control queues, then two per port).
+const QUEUE_TRANSMIT_PORT0: u16 = 1;
+const QUEUE_TRANSMIT_PORT1: u16 = 5;
 /// Buffers (= descriptors) in flight at most.
 const BUFFERS: usize = 8;
 /// Bytes per buffer.
 const BUFFER_LEN: usize = 4096;
-/// `VIRTIO_F_VERSION_1`: the only feature asked for (no EVENT_IDX, so the
-/// device interrupts and the driver's kicks are never suppressed).
+/// `VIRTIO_F_VERSION_1` and `VIRTIO_CONSOLE_F_MULTIPORT`: the only features
+/// asked for (no EVENT_IDX, so kicks are never suppressed).
 const FEATURE_VERSION_1: u64 = 1 << 32;
+const FEATURE_MULTIPORT: u64 = 1 << 1;
 const _: () = assert!(BUFFERS.is_power_of_two() && BUFFER_LEN > 0);
 
 /// What a pump did.
@@ -42,6 +53,7 @@ pub struct Console {
     /// Kept for the kernel's life: dropping it resets the device.
     _transport: MmioTransport<'static>,
     queue: VirtQueue<KernelHal, BUFFERS>,
+    queue_index: u16,
     window: MmioWindow,
     buffers: [Box<[u8]>; BUFFERS],
     /// Per buffer: (token, length) while the device holds it.
@@ -58,16 +70,31 @@ impl Console {
         transport.set_status(DeviceStatus::empty());
         transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
         let offered = transport.read_device_features();
-        transport.write_driver_features(offered & FEATURE_VERSION_1);
+        let features = offered & (FEATURE_VERSION_1 | FEATURE_MULTIPORT);
+        transport.write_driver_features(features);
+        let queue_index = if features & FEATURE_MULTIPORT != 0 {
+            QUEUE_TRANSMIT_PORT1
+        } else {
+            QUEUE_TRANSMIT_PORT0
+        };
         transport.set_status(
             DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK,
         );
         transport.set_guest_page_size(virtio_drivers::PAGE_SIZE as u32);
-        let queue = VirtQueue::new(&mut transport, QUEUE_TRANSMIT, false, false)?;
+        let queue = VirtQueue::new(&mut transport, queue_index, false, false)?;
         transport.finish_init();
+        log::info!(
+            "console: virtio console, writing to port {}",
+            if queue_index == QUEUE_TRANSMIT_PORT1 {
+                1
+            } else {
+                0
+            }
+        );
         Ok(Console {
             _transport: transport,
             queue,
+            queue_index,
             window,
             buffers: core::array::from_fn(|_| vec![0u8; BUFFER_LEN].into_boxed_slice()),
             out: [None; BUFFERS],
@@ -113,7 +140,7 @@ impl Console {
             }
         }
         if kicked {
-            self.window.notify(QUEUE_TRANSMIT);
+            self.window.notify(self.queue_index);
         }
         pumped.full = self.out.iter().all(Option::is_some) && !lines.is_empty();
         pumped
