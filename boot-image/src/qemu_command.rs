@@ -29,7 +29,7 @@ pub const CLOCK_KEY: &str = "clock";
 /// The host end of the access log's virtio console.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AccessLogChannel {
-    /// Appended to this file (QEMU creates or truncates it).
+    /// Appended to this file (QEMU creates it if missing).
     File(PathBuf),
     /// A Unix socket QEMU listens on (`server=on,wait=off`): whoever connects
     /// reads the log; while nobody reads, the guest counts drops.
@@ -193,7 +193,9 @@ fn push_all(args: &mut Vec<OsString>, items: &[&str]) {
 pub fn qemu_args(image: &Path, accel: Accel, cfg: &QemuConfig) -> Result<Vec<OsString>, String> {
     cfg.validate()?;
     let mut args: Vec<OsString> = Vec::new();
-    push_all(&mut args, &["-M", "microvm"]);
+    // rtc=on: the CMOS RTC, the guest's wall clock, under KVM too (microvm
+    // leaves it out with KVM by default).
+    push_all(&mut args, &["-M", "microvm,rtc=on"]);
     match accel.qemu_name() {
         Some(name) => push_all(&mut args, &["-accel", name]),
         None => push_all(&mut args, &["-accel", "kvm", "-accel", "tcg"]),
@@ -252,7 +254,7 @@ pub fn qemu_args(image: &Path, accel: Accel, cfg: &QemuConfig) -> Result<Vec<OsS
         // validate() checked that the path is UTF-8.
         let chardev = match channel {
             AccessLogChannel::File(path) => format!(
-                "file,id={ACCESS_LOG_CHARDEV},path={}",
+                "file,id={ACCESS_LOG_CHARDEV},path={},append=on",
                 escape_option_value(&path.to_string_lossy())
             ),
             AccessLogChannel::Socket(path) => format!(
@@ -352,7 +354,7 @@ mod tests {
     #[test]
     fn default_command_line() {
         let a = args(Accel::Kvm, &QemuConfig::default());
-        let expected = "-M microvm -accel kvm -m 128M -smp 1 -nodefaults -no-user-config \
+        let expected = "-M microvm,rtc=on -accel kvm -m 128M -smp 1 -nodefaults -no-user-config \
             -display none -serial stdio -kernel /img/unikernel.elf -no-reboot \
             -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
             -device ib700 -action watchdog=reset \
@@ -421,7 +423,7 @@ mod tests {
         );
         assert_eq!(
             values(&a, "-chardev"),
-            ["file,id=accesslog,path=/tmp/a,,b.log"]
+            ["file,id=accesslog,path=/tmp/a,,b.log,append=on"]
         );
         let devices = values(&a, "-device");
         assert!(devices.contains(&"virtio-serial-device"));

@@ -585,7 +585,14 @@ impl UnitGuest {
             let tag = format!("guest-{}", NEXT.fetch_add(1, Ordering::Relaxed));
             let port = free_port();
             let port_text = port.to_string();
-            let mut all: Vec<(&str, &str)> = vec![("UNIKERNEL_PORT", &port_text)];
+            let admin_text = free_port().to_string();
+            let access_log = scratch.join(&format!("{tag}-access.log"));
+            let access_text = access_log.to_string_lossy().into_owned();
+            let mut all: Vec<(&str, &str)> = vec![
+                ("UNIKERNEL_PORT", &port_text),
+                ("UNIKERNEL_ADMIN_PORT", &admin_text),
+                ("UNIKERNEL_ACCESS_LOG", &access_text),
+            ];
             all.extend_from_slice(overrides);
             let env = settings("unikernel.env", &all);
             let run = scratch.join(&format!("{tag}-run"));

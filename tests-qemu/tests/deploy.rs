@@ -379,8 +379,15 @@ fn units_settings_and_launcher_agree() {
     // The launcher's QEMU command line (what `cargo run` and every other test
     // boots): each of its devices, actions and flags is in the service.
     let port: u16 = env["UNIKERNEL_PORT"].parse().expect("UNIKERNEL_PORT");
+    let admin_port: u16 = env["UNIKERNEL_ADMIN_PORT"]
+        .parse()
+        .expect("UNIKERNEL_ADMIN_PORT");
     let launcher_cfg = QemuConfig {
         host_port: Some(port),
+        admin_host_port: Some(admin_port),
+        access_log: Some(boot_image::AccessLogChannel::File(PathBuf::from(
+            &env["UNIKERNEL_ACCESS_LOG"],
+        ))),
         config: env["UNIKERNEL_GUEST_CONFIG"]
             .split(",,")
             .map(str::to_string)
@@ -393,7 +400,7 @@ fn units_settings_and_launcher_agree() {
         .map(|a| a.into_string().expect("UTF-8"))
         .collect();
     for flag in [
-        "-M", "-smp", "-display", "-serial", "-action", "-device", "-fw_cfg",
+        "-M", "-smp", "-display", "-serial", "-action", "-device", "-fw_cfg", "-chardev",
     ] {
         for value in flag_values(&launcher, flag) {
             assert!(
@@ -435,7 +442,11 @@ fn units_settings_and_launcher_agree() {
         differing,
         [
             (
-                format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:80").as_str(),
+                format!(
+                    "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:80,\
+                     hostfwd=tcp:127.0.0.1:{admin_port}-:8081"
+                )
+                .as_str(),
                 "tap,id=net0,ifname=uk0,script=no,downscript=no"
             ),
             (
@@ -457,6 +468,8 @@ fn units_settings_and_launcher_agree() {
     for key in [
         "UNIKERNEL_LISTEN",
         "UNIKERNEL_PORT",
+        "UNIKERNEL_ADMIN_PORT",
+        "UNIKERNEL_ACCESS_LOG",
         "UNIKERNEL_ACCEL",
         "UNIKERNEL_MEMORY",
         "UNIKERNEL_GUEST_CONFIG",
@@ -486,6 +499,39 @@ fn units_settings_and_launcher_agree() {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     assert_eq!(shell, parsed, "the shell reads unikernel.env differently");
+
+    // The admin port is forwarded from 127.0.0.1 only, whatever
+    // UNIKERNEL_LISTEN says (0.0.0.0 exposes the site, never the admin port).
+    let exposed = settings("unikernel.env", &[("UNIKERNEL_LISTEN", "0.0.0.0")]);
+    for unit in [&single, &template] {
+        let argv = unit_argv(unit, &exposed, &run, "x", image);
+        let forwards: Vec<String> = flag_values(&argv, "-netdev")
+            .iter()
+            .flat_map(|v| v.split(',').map(str::to_string).collect::<Vec<_>>())
+            .filter(|o| o.starts_with("hostfwd="))
+            .collect();
+        let admin: Vec<&String> = forwards.iter().filter(|f| f.ends_with("-:8081")).collect();
+        assert_eq!(
+            admin,
+            [&format!("hostfwd=tcp:127.0.0.1:{admin_port}-:8081")],
+            "{}: the admin port's forwards: {forwards:?}",
+            unit.name
+        );
+        assert!(
+            forwards.contains(&format!("hostfwd=tcp:0.0.0.0:{port}-:80")),
+            "{}: UNIKERNEL_LISTEN no longer moves the site's forward: {forwards:?}",
+            unit.name
+        );
+    }
+    // The Caddyfile proxies the sites only: never an admin port (the single
+    // service's, or an instance's: its site port + 1000).
+    let caddy = deploy_file("Caddyfile");
+    for admin in [admin_port, 9081, 9082] {
+        assert!(
+            !caddy.contains(&admin.to_string()),
+            "the Caddyfile must never proxy the admin port {admin}"
+        );
+    }
 
     // install.sh installs every unit and example.
     let install = deploy_file("install.sh");
