@@ -55,11 +55,26 @@ impl Cidr {
     }
 }
 
+impl core::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
+}
+
 /// The `trusted_proxies=` list: blocks separated by `;` (`,` separates
 /// configuration items).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct TrustedProxies {
     list: [Option<Cidr>; MAX_TRUSTED],
+}
+
+/// `[10.0.0.0/8, 127.0.0.1/32]` (the boot log prints the configuration).
+impl core::fmt::Debug for TrustedProxies {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list()
+            .entries(self.list.iter().flatten().map(|c| alloc::format!("{c}")))
+            .finish()
+    }
 }
 
 impl TrustedProxies {
@@ -215,6 +230,10 @@ mod tests {
             Err("too many entries")
         );
         assert!(TrustedProxies::parse("").unwrap().is_empty());
+        assert_eq!(
+            alloc::format!("{t:?}"),
+            r#"["10.0.0.0/8", "127.0.0.1/32", "::1/128"]"#
+        );
     }
 
     #[test]
