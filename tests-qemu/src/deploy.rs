@@ -515,6 +515,8 @@ pub fn flag_values<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
 pub struct UnitGuest {
     pub child: Child,
     pub port: u16,
+    /// Host port of the guest's admin port (`UNIKERNEL_ADMIN_PORT`).
+    pub admin_port: u16,
     pub argv: Vec<String>,
     pub qmp_socket: PathBuf,
     pub serial_path: PathBuf,
@@ -585,7 +587,8 @@ impl UnitGuest {
             let tag = format!("guest-{}", NEXT.fetch_add(1, Ordering::Relaxed));
             let port = free_port();
             let port_text = port.to_string();
-            let admin_text = free_port().to_string();
+            let admin_port = free_port();
+            let admin_text = admin_port.to_string();
             let access_log = scratch.join(&format!("{tag}-access.log"));
             let access_text = access_log.to_string_lossy().into_owned();
             let mut all: Vec<(&str, &str)> = vec![
@@ -613,6 +616,7 @@ impl UnitGuest {
             let mut guest = UnitGuest {
                 child,
                 port,
+                admin_port,
                 argv,
                 qmp_socket,
                 serial_path,
@@ -675,8 +679,25 @@ impl UnitGuest {
 
     /// `GET path` on a new connection (timeouts `timeout`).
     pub fn get(&self, path: &str, timeout: Duration) -> Result<Response, String> {
-        let mut client =
-            Client::connect(self.addr(), timeout).map_err(|e| format!("connect: {e}"))?;
+        self.get_from(self.addr(), path, timeout)
+    }
+
+    /// `GET path` on the admin port (`127.0.0.1:UNIKERNEL_ADMIN_PORT`).
+    pub fn admin_get(&self, path: &str, timeout: Duration) -> Result<Response, String> {
+        self.get_from(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, self.admin_port)),
+            path,
+            timeout,
+        )
+    }
+
+    fn get_from(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<Response, String> {
+        let mut client = Client::connect(addr, timeout).map_err(|e| format!("connect: {e}"))?;
         let request =
             format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
         client

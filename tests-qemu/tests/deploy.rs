@@ -569,7 +569,7 @@ fn service_command_line_serves_health() {
         ));
     }
     let stats = guest
-        .get("/api/stats.json", Duration::from_secs(10))
+        .admin_get("/api/stats.json", Duration::from_secs(10))
         .unwrap_or_else(|e| guest.fail(format_args!("/api/stats.json: {e}")));
     if stats.status != 200 {
         guest.fail(format_args!("/api/stats.json answered {}", stats.status));
@@ -1200,6 +1200,13 @@ fn install_sh_into_a_temporary_root() {
         let env = parse_env_file(&text).unwrap();
         let mut shipped = parse_env_file(&deploy_file("unikernel.env")).unwrap();
         shipped.insert("UNIKERNEL_PORT".into(), port.to_string());
+        // Each instance its own admin port (site port + 1000) and access log.
+        let admin = port.parse::<u32>().unwrap() + 1000;
+        shipped.insert("UNIKERNEL_ADMIN_PORT".into(), admin.to_string());
+        shipped.insert(
+            "UNIKERNEL_ACCESS_LOG".into(),
+            format!("/var/log/unikernel/{name}-access.log"),
+        );
         assert_eq!(env, shipped, "{name}.env");
         assert_eq!(mode_of(&path), 0o644);
     }
@@ -1312,7 +1319,7 @@ fn install_sh_refuses_what_it_should() {
 /// `status_4xx` of a guest's stats (its own 404s: only the test makes them).
 fn count_4xx(guest: &UnitGuest) -> u64 {
     let r = guest
-        .get("/api/stats.json", Duration::from_secs(10))
+        .admin_get("/api/stats.json", Duration::from_secs(10))
         .unwrap_or_else(|e| guest.fail(format_args!("stats: {e}")));
     let v: serde_json::Value = serde_json::from_slice(&r.body)
         .unwrap_or_else(|e| guest.fail(format_args!("stats JSON: {e}")));
@@ -1569,7 +1576,11 @@ fn tap_drop_in_serves_in_a_network_namespace() {
     .output()
     .unwrap();
     let drop_in = UnitFile::load("tap-networking.conf");
-    let env = settings("unikernel.env", &[]);
+    let access_log = scratch.join("access.log");
+    let env = settings(
+        "unikernel.env",
+        &[("UNIKERNEL_ACCESS_LOG", &access_log.to_string_lossy())],
+    );
     let none = BTreeMap::new();
     // The `+` commands as root would run them, in the namespace; the tap's
     // owner is root here (the test has no `unikernel` user to give it to).

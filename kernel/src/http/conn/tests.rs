@@ -669,18 +669,21 @@ fn an_aborted_response_is_never_reported_sent() {
     assert!(app.sent.is_empty());
 }
 
+/// What an access log would print of one finished exchange: request line,
+/// user agent, peer, sent bytes, request id, completed.
+type Finished = (
+    Vec<u8>,
+    Option<Vec<u8>>,
+    Option<core::net::IpAddr>,
+    u64,
+    String,
+    bool,
+);
+
 /// Records what an access log would print of every finished exchange.
 #[derive(Default)]
 struct Logged {
-    /// (request line, user agent, peer, sent bytes, request id, completed)
-    finished: Vec<(
-        Vec<u8>,
-        Option<Vec<u8>>,
-        Option<core::net::IpAddr>,
-        u64,
-        String,
-        bool,
-    )>,
+    finished: Vec<Finished>,
 }
 
 impl Logged {
