@@ -160,16 +160,12 @@ fn start_wall_clock(config: &Config) -> Option<u64> {
     let (epoch_ms, source) = wall_clock::choose(rtc, config.serving.clock, clock::uptime_ms());
     match epoch_ms {
         Some(epoch) => {
-            let t = crate::http::stamp::DateTime::from_unix((epoch + clock::uptime_ms()) / 1000);
+            let now = epoch + clock::uptime_ms();
+            let t = crate::http::stamp::DateTime::from_unix(now / 1000);
             log::info!(
-                "clock: wall clock from {}: {:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z (RTC {}, clock= {})",
+                "clock: wall clock from {}: {} (RTC {}, clock= {})",
                 source.describe(),
-                t.year,
-                t.month,
-                t.day,
-                t.hour,
-                t.minute,
-                t.second,
+                t.rfc3339(now % 1000),
                 if rtc.is_some() { "present" } else { "absent" },
                 if config.serving.clock.is_some() {
                     "set"

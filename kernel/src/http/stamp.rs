@@ -112,6 +112,49 @@ impl DateTime {
     pub fn imf_fixdate(self) -> ImfFixdate {
         ImfFixdate(self)
     }
+
+    /// `06/Nov/1994:08:49:37 +0000` (the Common Log Format's time).
+    pub fn common_log(self) -> CommonLog {
+        CommonLog(self)
+    }
+
+    /// `1994-11-06T08:49:37.123Z` (RFC 3339, UTC, with `ms` milliseconds).
+    pub fn rfc3339(self, ms: u64) -> Rfc3339 {
+        Rfc3339(self, ms)
+    }
+}
+
+/// Displays a [`DateTime`] as the Common Log Format's time.
+pub struct CommonLog(DateTime);
+
+impl fmt::Display for CommonLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.0;
+        write!(
+            f,
+            "{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000",
+            t.day,
+            t.month_name(),
+            t.year,
+            t.hour,
+            t.minute,
+            t.second
+        )
+    }
+}
+
+/// Displays a [`DateTime`] and milliseconds as RFC 3339 UTC.
+pub struct Rfc3339(DateTime, u64);
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.0;
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year, t.month, t.day, t.hour, t.minute, t.second, self.1
+        )
+    }
 }
 
 /// Displays a [`DateTime`] as IMF-fixdate.
@@ -155,6 +198,9 @@ mod tests {
         for (secs, text) in cases {
             assert_eq!(format!("{}", DateTime::from_unix(secs).imf_fixdate()), text);
         }
+        let t = DateTime::from_unix(784_111_777);
+        assert_eq!(format!("{}", t.common_log()), "06/Nov/1994:08:49:37 +0000");
+        assert_eq!(format!("{}", t.rfc3339(7)), "1994-11-06T08:49:37.007Z");
     }
 
     #[test]

@@ -130,16 +130,7 @@ pub fn combined(out: &mut Vec<u8>, e: &Exchange<'_>, facts: &LineFacts) {
         None => out.push(b'-'),
     }
     let (t, _) = instant(e, facts);
-    let _ = write!(
-        Out(out),
-        " - - [{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000] \"",
-        t.day,
-        t.month_name(),
-        t.year,
-        t.hour,
-        t.minute,
-        t.second
-    );
+    let _ = write!(Out(out), " - - [{}] \"", t.common_log());
     escape_default(out, e.head.request_line);
     let _ = write!(Out(out), "\" {} {} \"", e.status, e.sent_bytes);
     quoted_or_dash(out, e.head.referer);
@@ -175,17 +166,7 @@ pub fn json(out: &mut Vec<u8>, e: &Exchange<'_>, facts: &LineFacts) {
     out.extend_from_slice(b"{\"time\":");
     if facts.unix_ms.is_some() {
         let (t, ms) = instant(e, facts);
-        let _ = write!(
-            Out(out),
-            "\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\"",
-            t.year,
-            t.month,
-            t.day,
-            t.hour,
-            t.minute,
-            t.second,
-            ms
-        );
+        let _ = write!(Out(out), "\"{}\"", t.rfc3339(ms));
     } else {
         out.extend_from_slice(b"null");
     }
