@@ -14,7 +14,7 @@ use boot_image::{
     AccessLogChannel, Artifacts, FAULT_EXIT_STATUS, GUEST_ADMIN_PORT, Guest, build_image, repo_root,
 };
 use cli::{Cli, RunOptions, USAGE};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 /// How long QEMU gets to exit by itself after Ctrl-C before it is killed.
@@ -113,12 +113,22 @@ fn run(opts: &RunOptions) -> ExitCode {
         }
     }
     if let Some(path) = access_log {
+        // Shown on a terminal only: a script reading the serial console
+        // (scripts/soak) gets the kernel's lines alone.
+        let show = std::io::stdout().is_terminal();
         eprintln!(
-            "boot-image: access log: {} (also shown here as `access| ...`)",
-            path.display()
+            "boot-image: access log: {}{}",
+            path.display(),
+            if show {
+                " (also shown here as `access| ...`)"
+            } else {
+                ""
+            }
         );
-        let stop = Arc::clone(&interrupted);
-        std::thread::spawn(move || follow(&path, &stop));
+        if show {
+            let stop = Arc::clone(&interrupted);
+            std::thread::spawn(move || follow(&path, &stop));
+        }
     }
 
     let status = loop {
