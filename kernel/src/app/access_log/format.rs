@@ -56,14 +56,87 @@ fn hex_escape(out: &mut Vec<u8>, b: u8) {
     ]);
 }
 
-/// nginx `escape=default`.
+/// nginx `escape=default`; runs that need no escape are copied whole.
 pub fn escape_default(out: &mut Vec<u8>, bytes: &[u8]) {
-    for &b in bytes {
-        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
+    let needs = |b: &u8| *b == b'"' || *b == b'\\' || !(0x20..0x7f).contains(b);
+    let mut rest = bytes;
+    while let Some(i) = rest.iter().position(needs) {
+        let (plain, tail) = rest.split_at(i);
+        out.extend_from_slice(plain);
+        if let Some((&b, after)) = tail.split_first() {
             hex_escape(out, b);
+            rest = after;
         } else {
-            out.push(b);
+            rest = tail;
         }
+    }
+    out.extend_from_slice(rest);
+}
+
+/// Decimal digits of `n`, without `core::fmt` (this runs for several fields
+/// of every line).
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        if let Some(d) = digits.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(i..).unwrap_or_default());
+}
+
+/// What consecutive lines share, formatted once: the time of the current
+/// second, the last client address, the boot tag of request ids.
+#[derive(Debug, Clone, Default)]
+pub struct Memo {
+    second: Option<u64>,
+    time: Vec<u8>,
+    client: Option<IpAddr>,
+    client_text: Vec<u8>,
+    boot: Option<u32>,
+    boot_text: Vec<u8>,
+}
+
+impl Memo {
+    fn common_log_time(&mut self, secs: u64) -> &[u8] {
+        if self.second != Some(secs) {
+            self.time.clear();
+            let _ = write!(
+                Out(&mut self.time),
+                "{}",
+                DateTime::from_unix(secs).common_log()
+            );
+            self.second = Some(secs);
+        }
+        &self.time
+    }
+
+    fn client(&mut self, addr: IpAddr) -> &[u8] {
+        if self.client != Some(addr) {
+            self.client_text.clear();
+            let _ = write!(Out(&mut self.client_text), "{addr}");
+            self.client = Some(addr);
+        }
+        &self.client_text
+    }
+
+    /// `RequestId`'s `Display`, without `core::fmt` per line.
+    fn request_id(&mut self, out: &mut Vec<u8>, id: &crate::http::RequestId) {
+        if self.boot != Some(id.boot) {
+            self.boot_text.clear();
+            let _ = write!(Out(&mut self.boot_text), "{:08x}-", id.boot);
+            self.boot = Some(id.boot);
+        }
+        out.extend_from_slice(&self.boot_text);
+        push_u64(out, id.conn);
+        out.push(b'-');
+        push_u64(out, u64::from(id.seq));
     }
 }
 
@@ -122,22 +195,32 @@ fn instant(e: &Exchange<'_>, facts: &LineFacts) -> (DateTime, u64) {
 }
 
 /// Appends one combined-format line (with its `\n`) to `out`.
-pub fn combined(out: &mut Vec<u8>, e: &Exchange<'_>, facts: &LineFacts) {
+pub fn combined(out: &mut Vec<u8>, e: &Exchange<'_>, facts: &LineFacts, memo: &mut Memo) {
     match facts.client {
-        Some(addr) => {
-            let _ = write!(Out(out), "{addr}");
-        }
+        Some(addr) => out.extend_from_slice(memo.client(addr)),
         None => out.push(b'-'),
     }
-    let (t, _) = instant(e, facts);
-    let _ = write!(Out(out), " - - [{}] \"", t.common_log());
+    out.extend_from_slice(b" - - [");
+    let ms = facts.unix_ms.unwrap_or(e.now);
+    out.extend_from_slice(memo.common_log_time(ms / 1000));
+    out.extend_from_slice(b"] \"");
     escape_default(out, e.head.request_line);
-    let _ = write!(Out(out), "\" {} {} \"", e.status, e.sent_bytes);
+    out.extend_from_slice(b"\" ");
+    push_u64(out, u64::from(e.status));
+    out.push(b' ');
+    push_u64(out, e.sent_bytes);
+    out.extend_from_slice(b" \"");
     quoted_or_dash(out, e.head.referer);
     out.extend_from_slice(b" \"");
     quoted_or_dash(out, e.head.user_agent);
     let d = duration(e);
-    let _ = writeln!(Out(out), " {}.{:03} {}", d / 1000, d % 1000, e.request_id);
+    out.push(b' ');
+    push_u64(out, d / 1000);
+    let ms = d % 1000;
+    let digit = |n: u64| b'0' + (n % 10) as u8;
+    out.extend_from_slice(&[b'.', digit(ms / 100), digit(ms / 10), digit(ms), b' ']);
+    memo.request_id(out, &e.request_id);
+    out.push(b'\n');
 }
 
 /// The rest of a quoted field whose opening quote is written: the escaped
@@ -161,8 +244,9 @@ fn json_string(out: &mut Vec<u8>, value: Option<&[u8]>) {
     }
 }
 
-/// Appends one JSON object (with its `\n`) to `out`.
-pub fn json(out: &mut Vec<u8>, e: &Exchange<'_>, facts: &LineFacts) {
+/// Appends one JSON object (with its `\n`) to `out` (`memo`: unused, the
+/// JSON form is the slower one).
+pub fn json(out: &mut Vec<u8>, e: &Exchange<'_>, facts: &LineFacts, _memo: &mut Memo) {
     out.extend_from_slice(b"{\"time\":");
     if facts.unix_ms.is_some() {
         let (t, ms) = instant(e, facts);
@@ -238,14 +322,33 @@ mod tests {
         }
     }
 
-    fn text(
-        f: fn(&mut Vec<u8>, &Exchange<'_>, &LineFacts),
-        e: &Exchange<'_>,
-        l: &LineFacts,
-    ) -> String {
+    type Formatter = fn(&mut Vec<u8>, &Exchange<'_>, &LineFacts, &mut Memo);
+
+    fn text(f: Formatter, e: &Exchange<'_>, l: &LineFacts) -> String {
         let mut out = Vec::new();
-        f(&mut out, e, l);
+        f(&mut out, e, l, &mut Memo::default());
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn numbers_and_memo_reuse() {
+        for n in [0u64, 7, 10, 999, 1000, u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, alloc::format!("{n}").into_bytes());
+        }
+        // One memo across lines of different seconds, clients and boots.
+        let mut memo = Memo::default();
+        let mut e = exchange(LoggedHead::default());
+        let mut f = facts(Some(1_796_228_100_123));
+        for (secs, client, boot) in [(0, "10.0.2.2", 1), (0, "10.0.2.3", 1), (1, "10.0.2.3", 2)] {
+            f.unix_ms = Some(1_796_228_100_123 + secs * 1000);
+            f.client = Some(client.parse().unwrap());
+            e.request_id.boot = boot;
+            let mut out = Vec::new();
+            combined(&mut out, &e, &f, &mut memo);
+            assert_eq!(String::from_utf8(out).unwrap(), text(combined, &e, &f));
+        }
     }
 
     #[test]
