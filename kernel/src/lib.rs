@@ -9,8 +9,8 @@
 //!   the time of day.
 //!
 //! Pure modules ([`config`], [`diag`], [`mem::frames`], [`wall_clock`]) build on
-//! the host and are unit tested there; everything touching the CPU exists only for `target_os = "none"`,
-//! and `unsafe` is confined to `arch`, `mem` and `dev`.
+//! the host and are unit tested there; everything touching the CPU exists only
+//! for `target_os = "none"`, and `unsafe` is confined to `arch`, `mem` and `dev`.
 #![cfg_attr(not(test), no_std)]
 #![deny(
     unsafe_op_in_unsafe_fn,
