@@ -286,6 +286,20 @@ const METRICS: &[MetricRow] = &[
         "counter",
         1.0,
     ),
+    (
+        "access_log_lines",
+        "unikernel_access_log_lines_total",
+        &[],
+        "counter",
+        1.0,
+    ),
+    (
+        "access_log_dropped",
+        "unikernel_access_log_dropped_total",
+        &[],
+        "counter",
+        1.0,
+    ),
 ];
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Path bytes the request ring keeps per entry.
@@ -497,6 +511,9 @@ fn metrics_parse_with_a_real_prometheus_parser_and_match_the_traffic() {
             + stats_len) as f64
     );
     assert_eq!(delta("connections_accepted"), (sent + 2) as f64);
+    // Every request of the traffic got its access-log line, none dropped.
+    assert!(delta("access_log_lines") >= sent as f64, "access-log lines");
+    assert_eq!(delta("access_log_dropped"), 0.0);
     for f in [
         "frames_in",
         "frames_out",
