@@ -46,7 +46,7 @@ impl Sink {
     /// Moves waiting lines towards the host without waiting for it. Returns
     /// whether lines remain that this sink could take now (the caller must not
     /// sleep): only the serial sink, which takes a bounded share per pass.
-    pub fn pump(&mut self, lines: &mut LineBuffer) -> bool {
+    pub fn pump(&mut self, lines: &mut LineBuffer, now: u64) -> bool {
         match self {
             Sink::Off => false,
             Sink::Serial => {
@@ -56,7 +56,7 @@ impl Sink {
                 !lines.is_empty()
             }
             Sink::Console(c) => {
-                c.pump(lines);
+                c.pump(lines, now);
                 false
             }
         }

@@ -345,7 +345,7 @@ fn serve<const N: usize>(
                 && (stack.tx_blocked()
                     || stack.poll_delay(now) != Some(smoltcp::time::Duration::ZERO));
         }
-        if sink.pump(server.access_log_buffer()) {
+        if sink.pump(server.access_log_buffer(), now) {
             may_sleep = false;
         }
         if tick != last_tick {
