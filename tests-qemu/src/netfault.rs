@@ -724,7 +724,9 @@ impl FaultNet {
         );
         let ip = format!("ip={GUEST_IP}/{PREFIX_LEN}");
         let gateway = format!("gateway={HOST_IP}");
-        let mut items = vec![ip.as_str(), gateway.as_str()];
+        // The relay carries port 80 only: the stats the tests read come
+        // through it, so the admin endpoints stay on that port.
+        let mut items = vec![ip.as_str(), gateway.as_str(), "admin=public"];
         items.extend_from_slice(extra_config);
         let cfg = QemuConfig {
             extra_args: sockets.qemu_args(),

@@ -183,6 +183,12 @@ stats! {
     /// Received frames dropped for a bad IPv4/TCP/UDP/ICMP checksum.
     rx_checksum_errors: Counter "unikernel_network_receive_checksum_errors_total"
         => "Received frames dropped for a bad IPv4, TCP, UDP or ICMP checksum.",
+    /// Access-log lines queued for the host (`access_log=serial|console`).
+    access_log_lines: Counter "unikernel_access_log_lines_total"
+        => "Access-log lines queued for the host.",
+    /// Access-log lines dropped because the host end did not drain the buffer.
+    access_log_dropped: Counter "unikernel_access_log_dropped_total"
+        => "Access-log lines dropped because the buffer was full (the host end did not drain it).",
 }
 
 /// The metric that carries the version as a label (value always 1).

@@ -7,6 +7,9 @@
 pub mod frame;
 pub mod sizing;
 
+/// The public port: the site and `/health`.
+pub const HTTP_PORT: u16 = 80;
+
 #[cfg(target_os = "none")]
 pub mod phy;
 #[cfg(target_os = "none")]

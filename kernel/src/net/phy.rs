@@ -17,7 +17,7 @@ use smoltcp::time::Instant;
 
 /// Largest Ethernet frame without the FCS (1500-byte MTU + 14-byte header).
 pub const MAX_FRAME: usize = 1514;
-pub const HTTP_PORT: u16 = 80;
+pub use super::HTTP_PORT;
 
 type Slot<const N: usize> = RefCell<Option<NetDriver<N>>>;
 

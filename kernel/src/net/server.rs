@@ -1,5 +1,7 @@
 //! The HTTP server's socket pool: a fixed set of smoltcp TCP sockets listening
-//! on port 80, each paired with one `http::Conn` for its whole life.
+//! on port 80, each paired with one `http::Conn` for its whole life, and a few
+//! more on the admin port (see [`Server::add_admin`]); each socket's listener
+//! decides the [`Scope`] of routes it serves.
 //!
 //! smoltcp has no listen backlog: a SYN that finds no socket in `Listen` gets a
 //! RST, which is how an exhausted pool refuses connections fast (and counts
@@ -9,9 +11,10 @@
 
 use super::phy::HTTP_PORT;
 use super::sizing::SOCKET_RX_BUFFER;
-use crate::app::routes::{ProfileWriter, no_profile};
+use crate::app::access_log::{AccessLog, LineBuffer};
+use crate::app::routes::{ProfileWriter, Scope, no_profile};
 use crate::app::{RequestLog, Routes, Site, Stats};
-use crate::http::{Action, Conn, Handler, Limits};
+use crate::http::{Action, Conn, Handler, Limits, Stamp};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use smoltcp::iface::SocketHandle;
@@ -32,6 +35,8 @@ struct Slot {
     active: bool,
     peer_closed: bool,
     closing: bool,
+    port: u16,
+    scope: Scope,
 }
 
 pub struct Server {
@@ -41,6 +46,11 @@ pub struct Server {
     requests: Box<RequestLog>,
     /// Writes `/debug/profile`; see [`Server::set_profile`].
     profile: ProfileWriter,
+    access_log: AccessLog,
+    /// Kept for the sockets [`Server::add_admin`] adds.
+    stamp: Stamp,
+    limits: Limits,
+    tx_buffer: usize,
 }
 
 impl Server {
@@ -50,37 +60,93 @@ impl Server {
         tx_buffer: usize,
         limits: Limits,
     ) -> Server {
-        let slots = (0..count)
-            .map(|_| {
-                let rx = tcp::SocketBuffer::new(alloc::vec![0u8; SOCKET_RX_BUFFER]);
-                let tx = tcp::SocketBuffer::new(alloc::vec![0u8; tx_buffer]);
-                let mut socket = tcp::Socket::new(rx, tx);
-                socket.set_nagle_enabled(false);
-                socket.set_timeout(Some(Duration::from_secs(SOCKET_TIMEOUT_S)));
-                Slot {
-                    handle: sockets.add(socket),
-                    conn: Conn::with_limits(limits),
-                    active: false,
-                    peer_closed: false,
-                    closing: false,
-                }
-            })
-            .collect();
+        let mut server = Server {
+            slots: Vec::new(),
+            site: Site::baked(),
+            requests: Box::new(RequestLog::new()),
+            profile: no_profile,
+            access_log: AccessLog::off(),
+            stamp: Stamp::default(),
+            limits,
+            tx_buffer,
+        };
+        server.add_slots(sockets, count, HTTP_PORT, Scope::Public);
         log::info!(
             "http: {count} sockets on port {HTTP_PORT}, {} KiB send buffer each",
             tx_buffer >> 10
         );
-        Server {
-            slots,
-            site: Site::baked(),
-            requests: Box::new(RequestLog::new()),
-            profile: no_profile,
+        server
+    }
+
+    fn add_slots(
+        &mut self,
+        sockets: &mut SocketSet<'static>,
+        count: usize,
+        port: u16,
+        scope: Scope,
+    ) {
+        for _ in 0..count {
+            let rx = tcp::SocketBuffer::new(alloc::vec![0u8; SOCKET_RX_BUFFER]);
+            let tx = tcp::SocketBuffer::new(alloc::vec![0u8; self.tx_buffer]);
+            let mut socket = tcp::Socket::new(rx, tx);
+            socket.set_nagle_enabled(false);
+            socket.set_timeout(Some(Duration::from_secs(SOCKET_TIMEOUT_S)));
+            let mut conn = Conn::with_limits(self.limits);
+            conn.set_stamp(self.stamp);
+            self.slots.push(Slot {
+                handle: sockets.add(socket),
+                conn,
+                active: false,
+                peer_closed: false,
+                closing: false,
+                port,
+                scope,
+            });
         }
     }
 
     /// Serve `site` (a bundle, or one that answers 503) instead of the baked one.
     pub fn set_site(&mut self, site: Site) {
         self.site = site;
+    }
+
+    /// Serves the admin endpoints on `count` more sockets listening on `port`;
+    /// port 80 keeps `/health` and the site. `None`: everything on port 80.
+    pub fn add_admin(&mut self, sockets: &mut SocketSet<'static>, admin: Option<(u16, usize)>) {
+        match admin {
+            Some((port, count)) => {
+                self.add_slots(sockets, count, port, Scope::Admin);
+                log::info!(
+                    "http: admin endpoints on port {port} ({count} sockets); port {HTTP_PORT} serves the site and /health"
+                );
+            }
+            None => {
+                for slot in &mut self.slots {
+                    slot.scope = Scope::All;
+                }
+                log::warn!(
+                    "http: admin=public: metrics, stats, status and debug endpoints on port {HTTP_PORT}, for local development only"
+                );
+            }
+        }
+    }
+
+    /// Stamps every response with this clock and boot tag.
+    pub fn set_stamp(&mut self, stamp: Stamp) {
+        self.stamp = stamp;
+        for slot in &mut self.slots {
+            slot.conn.set_stamp(stamp);
+        }
+    }
+
+    /// Writes every finished response to `log`.
+    pub fn set_access_log(&mut self, log: AccessLog) {
+        self.access_log = log;
+    }
+
+    /// The access-log lines waiting for their device.
+    pub fn access_log_buffer(&mut self) -> &mut LineBuffer {
+        self.access_log.buffer()
     }
 
     /// Serve the kernel's sampling profiler at `/debug/profile`.
@@ -94,9 +160,12 @@ impl Server {
         !self.slots.iter().any(|s| s.active)
     }
 
+    /// Port-80 sockets in `Listen` (the admin port's are not counted: this
+    /// decides which SYNs to port 80 were refusals).
     pub fn listening(&self, sockets: &SocketSet<'static>) -> u64 {
         self.slots
             .iter()
+            .filter(|s| s.port == HTTP_PORT)
             .filter(|s| sockets.get::<tcp::Socket>(s.handle).state() == State::Listen)
             .count() as u64
     }
@@ -121,15 +190,17 @@ impl Server {
         stats: &mut Stats,
         health: Result<(), &str>,
     ) -> bool {
-        let mut routes = Routes {
-            site: self.site,
-            stats,
-            requests: &mut self.requests,
-            health,
-            profile: self.profile,
-        };
         let mut busy = false;
         for slot in &mut self.slots {
+            let mut routes = Routes {
+                site: self.site,
+                stats: &mut *stats,
+                requests: &mut self.requests,
+                health,
+                profile: self.profile,
+                access_log: &mut self.access_log,
+                scope: slot.scope,
+            };
             let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
             match socket.state() {
                 State::Closed | State::TimeWait => {
@@ -137,10 +208,12 @@ impl Server {
                         slot.active = false;
                         let active = &mut routes.stats.connections_active;
                         *active = active.saturating_sub(1);
-                        routes.on_closed(slot.conn.id(), now);
+                        if let Some(unfinished) = slot.conn.take_unfinished(now) {
+                            routes.on_unfinished(&unfinished);
+                        }
                     }
                     // From Closed this cannot fail; from TimeWait it resets the socket.
-                    let _ = socket.listen(HTTP_PORT);
+                    let _ = socket.listen(slot.port);
                     continue;
                 }
                 State::Listen | State::SynReceived => continue,
@@ -155,6 +228,8 @@ impl Server {
                 // Connection ids count from 1, as `connections_accepted` does.
                 slot.conn
                     .open_with_id(now, routes.stats.connections_accepted);
+                slot.conn
+                    .set_peer(socket.remote_endpoint().map(|e| e.addr.into()));
             }
             for _ in 0..ROUNDS_PER_PASS {
                 let mut progress = 0;
