@@ -83,6 +83,19 @@ const EVENTS: [ConnEvent; 4] = [
     ConnEvent::CloseTimeout,
 ];
 
+/// What a connection is doing, as [`Conn::activity`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    /// Waiting for a request (a kept-alive connection between requests).
+    Idle,
+    /// Receiving a request head (or a small body it announced).
+    Request,
+    /// Sending a response.
+    Respond,
+    /// Closed by us, waiting for the socket to be released.
+    Closing,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// No connection (before the first `open`).
@@ -548,6 +561,18 @@ impl Conn {
             Phase::Closing => self.limits.close_timeout_ms,
         };
         Some(self.since.saturating_add(timeout))
+    }
+
+    /// What the connection is doing and since when, for choosing which one
+    /// to close when the pool is full.
+    pub fn activity(&self) -> (Activity, Millis) {
+        let activity = match self.phase {
+            Phase::Free | Phase::Idle => Activity::Idle,
+            Phase::Head | Phase::Body { .. } => Activity::Request,
+            Phase::Respond => Activity::Respond,
+            Phase::Closing | Phase::Aborted => Activity::Closing,
+        };
+        (activity, self.since)
     }
 
     /// Response bytes wait for `transmit`.

@@ -7,10 +7,12 @@
 //! including from TIME-WAIT (smoltcp resets a TIME-WAIT socket on `listen`), so
 //! connection churn cannot starve the pool for TIME-WAIT's 10 s.
 
+use super::eviction::{self, Candidate, Reason, Standing};
 use super::phy::HTTP_PORT;
 use super::sizing::SOCKET_RX_BUFFER;
 use crate::app::routes::{ProfileWriter, no_profile};
 use crate::app::{RequestLog, Routes, Site, Stats};
+use crate::http::conn::Activity;
 use crate::http::{Action, Conn, Handler, Limits};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -24,6 +26,16 @@ const SOCKET_TIMEOUT_S: u64 = 60;
 /// Receive/transmit rounds per socket per pass (pipelined requests advance one
 /// response per round); bounded so one connection cannot hold the loop.
 const ROUNDS_PER_PASS: usize = 8;
+/// Sockets kept free (listening, or closed and listening from the next pass)
+/// by closing the least valuable connection when the pool runs short: a new
+/// connection, the ACK of a SYN cookie, takes a listener at once, and a
+/// socket freed now listens only from the next pass. One per 32 sockets of
+/// the pool, at least 1 and at most 2; none below 4 sockets, where that would
+/// close connections no one is waiting for (there a refused newcomer asks,
+/// see [`Server::service`]).
+fn spare_listeners(pool: usize) -> usize {
+    if pool < 4 { 0 } else { (pool / 32).clamp(1, 2) }
+}
 
 struct Slot {
     handle: SocketHandle,
@@ -41,6 +53,9 @@ pub struct Server {
     requests: Box<RequestLog>,
     /// Writes `/debug/profile`; see [`Server::set_profile`].
     profile: ProfileWriter,
+    /// `connections_refused` when last seen: a rise means a newcomer found
+    /// no socket, and is owed one when it retries.
+    refused_seen: u64,
 }
 
 impl Server {
@@ -75,6 +90,7 @@ impl Server {
             site: Site::baked(),
             requests: Box::new(RequestLog::new()),
             profile: no_profile,
+            refused_seen: 0,
         }
     }
 
@@ -189,8 +205,68 @@ impl Server {
             let input_ready = socket.can_recv() && !slot.conn.has_pending_output() && !slot.closing;
             busy |= output_ready || input_ready;
         }
+        let refused = routes.stats.connections_refused;
+        let owed = usize::from(refused != self.refused_seen);
+        self.refused_seen = refused;
+        make_room(&mut self.slots, sockets, routes.stats, owed);
         busy
     }
+}
+
+/// Closes the least valuable connections (see [`eviction`]) until
+/// [`spare_listeners`] sockets are free, plus `owed` more for newcomers that
+/// found none; counts each by reason. The socket is aborted (the peer gets a
+/// RST on the next egress) and listens again on the next pass.
+fn make_room(slots: &mut [Slot], sockets: &mut SocketSet<'static>, stats: &mut Stats, owed: usize) {
+    let free = slots
+        .iter()
+        .filter(|s| {
+            let state = sockets.get::<tcp::Socket>(s.handle).state();
+            matches!(state, State::Listen | State::Closed)
+        })
+        .count();
+    let wanted = if free == 0 {
+        spare_listeners(slots.len()).max(owed)
+    } else {
+        spare_listeners(slots.len())
+    };
+    for _ in free..wanted {
+        let candidates = slots.iter().map(|s| candidate(s, sockets));
+        let Some((i, reason)) = eviction::choose(candidates) else {
+            return;
+        };
+        let Some(slot) = slots.get_mut(i) else {
+            return;
+        };
+        sockets.get_mut::<tcp::Socket>(slot.handle).abort();
+        let counter = match reason {
+            Reason::Idle => &mut stats.evictions_idle,
+            Reason::SlowHead => &mut stats.evictions_head,
+            Reason::Lingering => &mut stats.evictions_lingering,
+        };
+        *counter = counter.saturating_add(1);
+    }
+}
+
+/// How expendable a slot's connection is. One whose response bytes are not
+/// all acknowledged yet (the connection may already be idle or closing on our
+/// side) is still receiving a response.
+fn candidate(slot: &Slot, sockets: &SocketSet<'static>) -> Candidate {
+    let socket = sockets.get::<tcp::Socket>(slot.handle);
+    let open = slot.active
+        && !matches!(
+            socket.state(),
+            State::Listen | State::Closed | State::TimeWait
+        );
+    let (activity, since) = slot.conn.activity();
+    let standing = match activity {
+        _ if !open || socket.send_queue() > 0 => Standing::Busy,
+        Activity::Idle => Standing::Idle,
+        Activity::Request => Standing::Head,
+        Activity::Closing => Standing::Lingering,
+        Activity::Respond => Standing::Busy,
+    };
+    Candidate { standing, since }
 }
 
 /// Moves as much pending response as fits into the socket's send buffer.

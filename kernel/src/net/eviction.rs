@@ -1,0 +1,117 @@
+//! Which connection to close when the socket pool is full and a new one
+//! arrives: the least valuable, so a few hoarding peers cannot lock everyone
+//! else out. Pure, so the policy is tested on the host.
+//!
+//! Order, most expendable first (each oldest first):
+//! 1. idle keep-alive connections: a client that wants to send again can
+//!    reconnect, as it must after any idle timeout;
+//! 2. connections still sending their request head, longest first: slowloris
+//!    lives here, and a real client sends its head in one round trip;
+//! 3. peers that have not closed after our FIN: the exchange is over.
+//!
+//! A connection receiving a response is never chosen.
+
+/// What a connection is doing, as far as its value goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Kept alive, waiting for the next request.
+    Idle,
+    /// Sending its request head (or a small body).
+    Head,
+    /// We closed; the peer has not.
+    Lingering,
+    /// Receiving a response, or otherwise not to be closed.
+    Busy,
+}
+
+/// Why a connection was closed to make room (each is counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Idle,
+    SlowHead,
+    Lingering,
+}
+
+/// One open connection: what it is doing and since when (milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub standing: Standing,
+    pub since: u64,
+}
+
+/// The index (in `candidates`' order) of the connection to close, and why;
+/// `None` when every connection is busy.
+pub fn choose(candidates: impl IntoIterator<Item = Candidate>) -> Option<(usize, Reason)> {
+    candidates
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let (rank, reason) = match c.standing {
+                Standing::Idle => (0u8, Reason::Idle),
+                Standing::Head => (1, Reason::SlowHead),
+                Standing::Lingering => (2, Reason::Lingering),
+                Standing::Busy => return None,
+            };
+            Some(((rank, c.since, i), reason))
+        })
+        .min_by_key(|&(key, _)| key)
+        .map(|((_, _, i), reason)| (i, reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(standing: Standing, since: u64) -> Candidate {
+        Candidate { standing, since }
+    }
+
+    #[test]
+    fn idle_goes_first_oldest_first() {
+        let slots = [
+            c(Standing::Head, 10),
+            c(Standing::Idle, 500),
+            c(Standing::Lingering, 1),
+            c(Standing::Idle, 200),
+            c(Standing::Busy, 0),
+        ];
+        assert_eq!(choose(slots), Some((3, Reason::Idle)));
+    }
+
+    #[test]
+    fn then_the_longest_request_head() {
+        let slots = [
+            c(Standing::Head, 300),
+            c(Standing::Lingering, 1),
+            c(Standing::Head, 100),
+            c(Standing::Busy, 0),
+        ];
+        assert_eq!(choose(slots), Some((2, Reason::SlowHead)));
+    }
+
+    #[test]
+    fn then_peers_lingering_after_our_fin() {
+        let slots = [
+            c(Standing::Busy, 0),
+            c(Standing::Lingering, 9),
+            c(Standing::Lingering, 4),
+        ];
+        assert_eq!(choose(slots), Some((2, Reason::Lingering)));
+    }
+
+    #[test]
+    fn a_connection_receiving_a_response_is_kept() {
+        assert_eq!(choose([c(Standing::Busy, 0), c(Standing::Busy, 1)]), None);
+        assert_eq!(choose([]), None);
+    }
+
+    #[test]
+    fn ties_go_to_the_first_slot() {
+        let slots = [
+            c(Standing::Busy, 0),
+            c(Standing::Idle, 7),
+            c(Standing::Idle, 7),
+        ];
+        assert_eq!(choose(slots), Some((1, Reason::Idle)));
+    }
+}
