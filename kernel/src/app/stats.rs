@@ -141,12 +141,14 @@ stats! {
     /// segments of a closed connection): answered RST.
     syn_cookies_invalid: Counter "unikernel_tcp_syn_cookies_total" [result = "invalid"],
     /// Connections closed to make room for a new one with the pool full, by
-    /// what they were doing: idle keep-alive, slowest request head, or a peer
-    /// that had not closed after our FIN.
+    /// what they were doing: idle keep-alive, slowest request head, a peer
+    /// that had not closed after our FIN, or a response stalled by its reader.
     evictions_idle: Counter "unikernel_http_evictions_total" [reason = "idle"]
-        => "Connections closed to free a socket for a new one, by reason (idle keep-alive, slow request head, lingering after our FIN).",
+        => "Connections closed to free a socket for a new one, by reason (idle keep-alive, slow request head, lingering after our FIN, response stalled by its reader).",
     evictions_head: Counter "unikernel_http_evictions_total" [reason = "head"],
     evictions_lingering: Counter "unikernel_http_evictions_total" [reason = "lingering"],
+    /// A response its reader had not let move for `STALLED_AFTER_MS` (slow read).
+    evictions_stalled: Counter "unikernel_http_evictions_total" [reason = "stalled"],
     /// Sum of the four `timeouts_*` below.
     connections_timed_out: Counter "unikernel_http_connections_timed_out_total"
         => "Connections closed or aborted by a deadline (all deadlines).",
@@ -416,6 +418,7 @@ mod tests {
             "evictions_idle",
             "evictions_head",
             "evictions_lingering",
+            "evictions_stalled",
             "connections_timed_out",
             "bytes_in",
             "bytes_out",

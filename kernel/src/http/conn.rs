@@ -86,9 +86,11 @@ const EVENTS: [ConnEvent; 4] = [
 /// What a connection is doing, as [`Conn::activity`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activity {
-    /// Waiting for a request (a kept-alive connection between requests).
+    /// Kept alive after a response, waiting for the next request.
     Idle,
-    /// Receiving a request head (or a small body it announced).
+    /// Waiting for or receiving the first request's head (or a small body
+    /// it announced); `since` is when the connection opened or the head's
+    /// first byte came.
     Request,
     /// Sending a response.
     Respond,
@@ -169,6 +171,8 @@ pub struct Conn {
     close_after: bool,
     /// `on_response` still owed for a response that waits for a request body.
     unreported: bool,
+    /// A response was completed and the connection kept open for another.
+    kept_alive: bool,
     events: [u32; EVENTS.len()],
     /// Given by `open_with_id`; reported with every response.
     id: u64,
@@ -212,6 +216,7 @@ impl Conn {
             head_request: false,
             close_after: false,
             unreported: false,
+            kept_alive: false,
             events: [0; EVENTS.len()],
             id: 0,
             status: 0,
@@ -242,6 +247,7 @@ impl Conn {
         self.scan = LineScan::new();
         self.close_after = false;
         self.unreported = false;
+        self.kept_alive = false;
     }
 
     /// The id given to the latest [`Conn::open_with_id`].
@@ -491,6 +497,7 @@ impl Conn {
             } else {
                 self.phase = Phase::Idle;
                 self.since = now;
+                self.kept_alive = true;
             }
         }
         n
@@ -567,8 +574,11 @@ impl Conn {
     /// to close when the pool is full.
     pub fn activity(&self) -> (Activity, Millis) {
         let activity = match self.phase {
-            Phase::Free | Phase::Idle => Activity::Idle,
-            Phase::Head | Phase::Body { .. } => Activity::Request,
+            Phase::Free => Activity::Idle,
+            Phase::Idle if self.kept_alive => Activity::Idle,
+            // A new connection that has not started its request yet is
+            // waiting for a request head like one that has.
+            Phase::Idle | Phase::Head | Phase::Body { .. } => Activity::Request,
             Phase::Respond => Activity::Respond,
             Phase::Closing | Phase::Aborted => Activity::Closing,
         };

@@ -7,9 +7,17 @@
 //!    reconnect, as it must after any idle timeout;
 //! 2. connections still sending their request head, longest first: slowloris
 //!    lives here, and a real client sends its head in one round trip;
-//! 3. peers that have not closed after our FIN: the exchange is over.
+//! 3. peers that have not closed after our FIN: the exchange is over;
+//! 4. responses stalled by their reader, longest stalled first: a slow-read
+//!    attacker takes a few bytes every few seconds and would otherwise hold
+//!    its socket for as long as it likes.
 //!
-//! A connection receiving a response is never chosen.
+//! A connection receiving a response (one that made progress within
+//! [`STALLED_AFTER_MS`]) is never chosen.
+
+/// A response that has not moved for this long is stalled by its reader: a
+/// reader at any useful rate frees send-buffer space far more often.
+pub const STALLED_AFTER_MS: u64 = 2_000;
 
 /// What a connection is doing, as far as its value goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +28,9 @@ pub enum Standing {
     Head,
     /// We closed; the peer has not.
     Lingering,
-    /// Receiving a response, or otherwise not to be closed.
+    /// Sending a response that has not moved since `since`.
+    Responding,
+    /// Not to be closed (no connection, or a response still in flight).
     Busy,
 }
 
@@ -30,6 +40,7 @@ pub enum Reason {
     Idle,
     SlowHead,
     Lingering,
+    StalledReader,
 }
 
 /// One open connection: what it is doing and since when (milliseconds).
@@ -39,9 +50,12 @@ pub struct Candidate {
     pub since: u64,
 }
 
-/// The index (in `candidates`' order) of the connection to close, and why;
-/// `None` when every connection is busy.
-pub fn choose(candidates: impl IntoIterator<Item = Candidate>) -> Option<(usize, Reason)> {
+/// The index (in `candidates`' order) of the connection to close at `now`,
+/// and why; `None` when every connection is busy.
+pub fn choose(
+    candidates: impl IntoIterator<Item = Candidate>,
+    now: u64,
+) -> Option<(usize, Reason)> {
     candidates
         .into_iter()
         .enumerate()
@@ -50,7 +64,10 @@ pub fn choose(candidates: impl IntoIterator<Item = Candidate>) -> Option<(usize,
                 Standing::Idle => (0u8, Reason::Idle),
                 Standing::Head => (1, Reason::SlowHead),
                 Standing::Lingering => (2, Reason::Lingering),
-                Standing::Busy => return None,
+                Standing::Responding if now.saturating_sub(c.since) >= STALLED_AFTER_MS => {
+                    (3, Reason::StalledReader)
+                }
+                Standing::Responding | Standing::Busy => return None,
             };
             Some(((rank, c.since, i), reason))
         })
@@ -75,7 +92,7 @@ mod tests {
             c(Standing::Idle, 200),
             c(Standing::Busy, 0),
         ];
-        assert_eq!(choose(slots), Some((3, Reason::Idle)));
+        assert_eq!(choose(slots, 10_000), Some((3, Reason::Idle)));
     }
 
     #[test]
@@ -86,7 +103,7 @@ mod tests {
             c(Standing::Head, 100),
             c(Standing::Busy, 0),
         ];
-        assert_eq!(choose(slots), Some((2, Reason::SlowHead)));
+        assert_eq!(choose(slots, 10_000), Some((2, Reason::SlowHead)));
     }
 
     #[test]
@@ -96,13 +113,19 @@ mod tests {
             c(Standing::Lingering, 9),
             c(Standing::Lingering, 4),
         ];
-        assert_eq!(choose(slots), Some((2, Reason::Lingering)));
+        assert_eq!(choose(slots, 10_000), Some((2, Reason::Lingering)));
     }
 
     #[test]
     fn a_connection_receiving_a_response_is_kept() {
-        assert_eq!(choose([c(Standing::Busy, 0), c(Standing::Busy, 1)]), None);
-        assert_eq!(choose([]), None);
+        assert_eq!(
+            choose([c(Standing::Busy, 0), c(Standing::Busy, 1)], 10_000),
+            None
+        );
+        assert_eq!(choose([], 10_000), None);
+        // A response that moved within the stall limit is in flight.
+        let moving = c(Standing::Responding, 10_000 - STALLED_AFTER_MS + 1);
+        assert_eq!(choose([moving, c(Standing::Busy, 0)], 10_000), None);
     }
 
     #[test]
@@ -112,6 +135,20 @@ mod tests {
             c(Standing::Idle, 7),
             c(Standing::Idle, 7),
         ];
-        assert_eq!(choose(slots), Some((1, Reason::Idle)));
+        assert_eq!(choose(slots, 10_000), Some((1, Reason::Idle)));
+    }
+
+    #[test]
+    fn last_the_longest_stalled_response() {
+        let slots = [
+            c(Standing::Responding, 9_000),
+            c(Standing::Responding, 3_000),
+            c(Standing::Responding, 5_000),
+            c(Standing::Busy, 0),
+        ];
+        assert_eq!(choose(slots, 10_000), Some((1, Reason::StalledReader)));
+        // Anything else goes first.
+        let slots = [c(Standing::Responding, 0), c(Standing::Lingering, 9_999)];
+        assert_eq!(choose(slots, 10_000), Some((1, Reason::Lingering)));
     }
 }

@@ -208,7 +208,7 @@ impl Server {
         let refused = routes.stats.connections_refused;
         let owed = usize::from(refused != self.refused_seen);
         self.refused_seen = refused;
-        make_room(&mut self.slots, sockets, routes.stats, owed);
+        make_room(&mut self.slots, sockets, routes.stats, owed, now);
         busy
     }
 }
@@ -217,7 +217,13 @@ impl Server {
 /// [`spare_listeners`] sockets are free, plus `owed` more for newcomers that
 /// found none; counts each by reason. The socket is aborted (the peer gets a
 /// RST on the next egress) and listens again on the next pass.
-fn make_room(slots: &mut [Slot], sockets: &mut SocketSet<'static>, stats: &mut Stats, owed: usize) {
+fn make_room(
+    slots: &mut [Slot],
+    sockets: &mut SocketSet<'static>,
+    stats: &mut Stats,
+    owed: usize,
+    now: u64,
+) {
     let free = slots
         .iter()
         .filter(|s| {
@@ -232,7 +238,7 @@ fn make_room(slots: &mut [Slot], sockets: &mut SocketSet<'static>, stats: &mut S
     };
     for _ in free..wanted {
         let candidates = slots.iter().map(|s| candidate(s, sockets));
-        let Some((i, reason)) = eviction::choose(candidates) else {
+        let Some((i, reason)) = eviction::choose(candidates, now) else {
             return;
         };
         let Some(slot) = slots.get_mut(i) else {
@@ -243,6 +249,7 @@ fn make_room(slots: &mut [Slot], sockets: &mut SocketSet<'static>, stats: &mut S
             Reason::Idle => &mut stats.evictions_idle,
             Reason::SlowHead => &mut stats.evictions_head,
             Reason::Lingering => &mut stats.evictions_lingering,
+            Reason::StalledReader => &mut stats.evictions_stalled,
         };
         *counter = counter.saturating_add(1);
     }
@@ -250,7 +257,8 @@ fn make_room(slots: &mut [Slot], sockets: &mut SocketSet<'static>, stats: &mut S
 
 /// How expendable a slot's connection is. One whose response bytes are not
 /// all acknowledged yet (the connection may already be idle or closing on our
-/// side) is still receiving a response.
+/// side) is still receiving a response; a response is judged by when it last
+/// moved.
 fn candidate(slot: &Slot, sockets: &SocketSet<'static>) -> Candidate {
     let socket = sockets.get::<tcp::Socket>(slot.handle);
     let open = slot.active
@@ -260,11 +268,12 @@ fn candidate(slot: &Slot, sockets: &SocketSet<'static>) -> Candidate {
         );
     let (activity, since) = slot.conn.activity();
     let standing = match activity {
-        _ if !open || socket.send_queue() > 0 => Standing::Busy,
+        _ if !open => Standing::Busy,
+        Activity::Respond => Standing::Responding,
+        _ if socket.send_queue() > 0 => Standing::Busy,
         Activity::Idle => Standing::Idle,
         Activity::Request => Standing::Head,
         Activity::Closing => Standing::Lingering,
-        Activity::Respond => Standing::Busy,
     };
     Candidate { standing, since }
 }

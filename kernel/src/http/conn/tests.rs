@@ -668,3 +668,28 @@ fn an_aborted_response_is_never_reported_sent() {
     assert_eq!(app.responses.len(), 1);
     assert!(app.sent.is_empty());
 }
+
+#[test]
+fn activity_tells_a_kept_alive_connection_from_a_new_one() {
+    let mut conn = Conn::new();
+    let mut app = TestApp::default();
+    conn.open(10);
+    // Opened, nothing sent yet: waiting for a request head since it opened.
+    assert_eq!(conn.activity(), (Activity::Request, 10));
+    assert_eq!(conn.receive(b"GET / HT", 20, &mut app), 8);
+    assert_eq!(conn.activity(), (Activity::Request, 20));
+    assert_eq!(conn.receive(b"TP/1.1\r\nHost: t\r\n\r\n", 30, &mut app), 19);
+    assert_eq!(conn.activity().0, Activity::Respond);
+    drain_to(&mut conn, 4096, 40, &mut app);
+    // Response sent, connection kept: idle since the response ended.
+    assert_eq!(conn.activity(), (Activity::Idle, 40));
+    // A new connection on the same socket is new again.
+    conn.open(50);
+    assert_eq!(conn.activity(), (Activity::Request, 50));
+    // Closed by us (here: by the idle deadline).
+    conn.open(60);
+    conn.receive(GET.as_bytes(), 60, &mut app);
+    drain_to(&mut conn, 4096, 61, &mut app);
+    assert_eq!(conn.poll(61 + limits::IDLE_TIMEOUT_MS), Action::Close);
+    assert_eq!(conn.activity().0, Activity::Closing);
+}
