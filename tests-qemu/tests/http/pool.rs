@@ -177,7 +177,10 @@ pub fn pool_pressure_evicts_the_least_valuable_and_deadlines_free_the_rest(trans
     let mut conns: Vec<Watched> = Vec::new();
     for _ in 0..CLIENTS {
         let mut w = Watched::open(&g);
-        if let Err(e) = w.stream.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n") {
+        if let Err(e) = w
+            .stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+        {
             g.fail(format_args!("keep-alive request: {e}"));
         }
         conns.push(w);
@@ -244,12 +247,24 @@ pub fn pool_pressure_evicts_the_least_valuable_and_deadlines_free_the_rest(trans
     let health_probes = 1;
     let want_accepted = CLIENTS as u64 + 1 + health_probes + fetches;
     for (name, got, want) in [
-        ("connections_accepted", s1.delta(&s0, "connections_accepted"), want_accepted),
-        ("evictions_idle", s1.delta(&s0, "evictions_idle"), want_evicted as u64),
+        (
+            "connections_accepted",
+            s1.delta(&s0, "connections_accepted"),
+            want_accepted,
+        ),
+        (
+            "evictions_idle",
+            s1.delta(&s0, "evictions_idle"),
+            want_evicted as u64,
+        ),
         ("evictions_head", s1.delta(&s0, "evictions_head"), 0),
         ("timeouts_idle", s1.delta(&s0, "timeouts_idle"), held),
         ("timeouts_request", s1.delta(&s0, "timeouts_request"), 0),
-        ("connections_refused", s1.delta(&s0, "connections_refused"), 0),
+        (
+            "connections_refused",
+            s1.delta(&s0, "connections_refused"),
+            0,
+        ),
     ] {
         if got != want {
             g.fail(format_args!(
