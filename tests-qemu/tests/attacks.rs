@@ -288,9 +288,9 @@ fn syn_flood_on_a_tap() {
              heap_used {} -> {}; cookies valid +{} invalid +{}, refused +{}",
             sent as f64 / took.as_secs_f64(),
             if killed {
-                ", hping3 killed at its limit"
-            } else {
                 ""
+            } else {
+                ", hping3 ended by count"
             },
             downloads.exact,
             downloads.slowest,
