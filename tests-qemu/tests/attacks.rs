@@ -367,7 +367,8 @@ fn slow_clients(test: &str, t: &Target, pid: u32, slow_read_too: bool) -> Result
             "{SLOW_SECONDS} s of slowloris ({SLOWLORIS_SOCKETS} sockets){} and {HOARD} idle \
              keep-alive connections ({opened} opened and answered, {failed} failed): probes {during}; \
              {} downloads byte-exact (slowest {:.1?}); {}; evictions idle +{} head +{} lingering +{} \
-             stalled +{}; timeouts request +{} idle +{} send +{}; accepted +{}; QEMU CPU {:.1?}; \
+             stalled +{}; timeouts request +{} idle +{} send +{}; accepted +{}, refused +{}, \
+             cookies invalid +{}; QEMU CPU {:.1?}; \
              stats at the end of the attack: {}",
             if slow_read_too {
                 format!(", slowhttptest slow read ({SLOW_READERS} connections)")
@@ -385,6 +386,8 @@ fn slow_clients(test: &str, t: &Target, pid: u32, slow_read_too: bool) -> Result
             delta(&s1, &s0, "timeouts_idle"),
             delta(&s1, &s0, "timeouts_send"),
             delta(&s1, &s0, "connections_accepted"),
+            delta(&s1, &s0, "connections_refused"),
+            delta(&s1, &s0, "syn_cookies_invalid"),
             cpu0.zip(cpu1).map(|(a, b)| b - a).unwrap_or_default(),
             mid.map(|s| format!(
                 "active {} heap_used {}",

@@ -8,16 +8,20 @@
 //! 2. connections still sending their request head, longest first: slowloris
 //!    lives here, and a real client sends its head in one round trip;
 //! 3. peers that have not closed after our FIN: the exchange is over;
-//! 4. responses stalled by their reader, longest stalled first: a slow-read
-//!    attacker takes a few bytes every few seconds and would otherwise hold
-//!    its socket for as long as it likes.
+//! 4. responses stalled by their reader (under [`PROGRESS_BYTES`] taken in
+//!    [`STALLED_AFTER_MS`]), longest stalled first: a slow-read attacker
+//!    takes a few bytes every few seconds through a tiny window and would
+//!    otherwise hold its socket for as long as it likes.
 //!
-//! A connection receiving a response (one that made progress within
-//! [`STALLED_AFTER_MS`]) is never chosen.
+//! A connection receiving a response at a useful rate is never chosen.
 
-/// A response that has not moved for this long is stalled by its reader: a
-/// reader at any useful rate frees send-buffer space far more often.
+/// A response whose reader has taken fewer than [`PROGRESS_BYTES`] for this
+/// long is stalled: a slow-read attacker takes a few bytes every few seconds
+/// through a tiny window, any useful reader far more.
 pub const STALLED_AFTER_MS: u64 = 2_000;
+/// Acknowledged bytes that count as progress (a reader slower than this per
+/// [`STALLED_AFTER_MS`], 512 B/s, is stalled).
+pub const PROGRESS_BYTES: u64 = 1024;
 
 /// What a connection is doing, as far as its value goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +32,8 @@ pub enum Standing {
     Head,
     /// We closed; the peer has not.
     Lingering,
-    /// Sending a response that has not moved since `since`.
+    /// Sending a response (or its tail is not yet acknowledged), its reader
+    /// without progress since `since`.
     Responding,
     /// Not to be closed (no connection, or a response still in flight).
     Busy,
@@ -41,6 +46,47 @@ pub enum Reason {
     SlowHead,
     Lingering,
     StalledReader,
+}
+
+/// How fast a connection's reader takes what we send: the time of the last
+/// [`PROGRESS_BYTES`] acknowledged (or of the last moment nothing was
+/// outstanding).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadProgress {
+    written: u64,
+    acked_at_mark: u64,
+    mark: u64,
+}
+
+impl ReadProgress {
+    /// A new connection at `now`.
+    pub fn open(now: u64) -> ReadProgress {
+        ReadProgress {
+            written: 0,
+            acked_at_mark: 0,
+            mark: now,
+        }
+    }
+
+    /// `n` more bytes handed to the socket.
+    pub fn wrote(&mut self, n: usize) {
+        self.written = self.written.saturating_add(n as u64);
+    }
+
+    /// With `unacked` bytes still in the socket at `now`: since when the
+    /// reader has made no progress.
+    pub fn update(&mut self, unacked: usize, now: u64) -> u64 {
+        let acked = self.written.saturating_sub(unacked as u64);
+        if unacked == 0 || acked.saturating_sub(self.acked_at_mark) >= PROGRESS_BYTES {
+            self.mark = now;
+            self.acked_at_mark = acked;
+        }
+        self.mark
+    }
+
+    pub fn since(&self) -> u64 {
+        self.mark
+    }
 }
 
 /// One open connection: what it is doing and since when (milliseconds).
@@ -150,5 +196,23 @@ mod tests {
         // Anything else goes first.
         let slots = [c(Standing::Responding, 0), c(Standing::Lingering, 9_999)];
         assert_eq!(choose(slots, 10_000), Some((1, Reason::Lingering)));
+    }
+
+    #[test]
+    fn a_reader_progresses_by_acknowledged_kilobytes() {
+        let mut r = ReadProgress::open(0);
+        // Nothing outstanding: never stalled.
+        assert_eq!(r.update(0, 500), 500);
+        // 64 KiB in the socket, nothing taken yet.
+        r.wrote(64 * 1024);
+        assert_eq!(r.update(64 * 1024, 1_000), 500);
+        // A slow reader: 32 bytes at a time.
+        assert_eq!(r.update(64 * 1024 - 32, 4_000), 500);
+        assert_eq!(r.update(64 * 1024 - 64, 7_000), 500);
+        // A kilobyte taken is progress.
+        assert_eq!(r.update(63 * 1024 - 64, 7_100), 7_100);
+        assert_eq!(r.since(), 7_100);
+        // Everything taken: progress too.
+        assert_eq!(r.update(0, 9_000), 9_000);
     }
 }

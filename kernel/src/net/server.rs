@@ -7,7 +7,7 @@
 //! including from TIME-WAIT (smoltcp resets a TIME-WAIT socket on `listen`), so
 //! connection churn cannot starve the pool for TIME-WAIT's 10 s.
 
-use super::eviction::{self, Candidate, Reason, Standing};
+use super::eviction::{self, Candidate, ReadProgress, Reason, Standing};
 use super::phy::HTTP_PORT;
 use super::sizing::SOCKET_RX_BUFFER;
 use crate::app::routes::{ProfileWriter, no_profile};
@@ -44,6 +44,8 @@ struct Slot {
     active: bool,
     peer_closed: bool,
     closing: bool,
+    /// How fast the peer takes our bytes (for choosing whom to close).
+    reading: ReadProgress,
 }
 
 pub struct Server {
@@ -78,6 +80,7 @@ impl Server {
                     active: false,
                     peer_closed: false,
                     closing: false,
+                    reading: ReadProgress::default(),
                 }
             })
             .collect();
@@ -161,6 +164,7 @@ impl Server {
                 slot.active = true;
                 slot.peer_closed = false;
                 slot.closing = false;
+                slot.reading = ReadProgress::open(now);
                 routes.stats.connections_accepted += 1;
                 routes.stats.connections_active += 1;
                 // Connection ids count from 1, as `connections_accepted` does.
@@ -177,7 +181,9 @@ impl Server {
                         })
                         .unwrap_or(0);
                 }
-                progress += send(socket, &mut slot.conn, now, &mut routes);
+                let sent = send(socket, &mut slot.conn, now, &mut routes);
+                slot.reading.wrote(sent);
+                progress += sent;
                 if progress == 0 {
                     break;
                 }
@@ -190,7 +196,8 @@ impl Server {
                 Action::Keep => {}
                 Action::Close => {
                     // A 408 queued by the header deadline goes out before the FIN.
-                    send(socket, &mut slot.conn, now, &mut routes);
+                    let sent = send(socket, &mut slot.conn, now, &mut routes);
+                    slot.reading.wrote(sent);
                     if !slot.closing {
                         slot.closing = true;
                         socket.close();
@@ -201,6 +208,7 @@ impl Server {
             while let Some(event) = slot.conn.take_event() {
                 routes.on_event(event, slot.conn.current_exchange(now).as_ref());
             }
+            slot.reading.update(socket.send_queue(), now);
             let output_ready = slot.conn.has_pending_output() && socket.can_send();
             let input_ready = socket.can_recv() && !slot.conn.has_pending_output() && !slot.closing;
             busy |= output_ready || input_ready;
@@ -255,10 +263,9 @@ fn make_room(
     }
 }
 
-/// How expendable a slot's connection is. One whose response bytes are not
-/// all acknowledged yet (the connection may already be idle or closing on our
-/// side) is still receiving a response; a response is judged by when it last
-/// moved.
+/// How expendable a slot's connection is. A response, or the tail of one
+/// not yet acknowledged (the connection may already be idle or closing on
+/// our side), is judged by how fast its reader takes it.
 fn candidate(slot: &Slot, sockets: &SocketSet<'static>) -> Candidate {
     let socket = sockets.get::<tcp::Socket>(slot.handle);
     let open = slot.active
@@ -267,13 +274,14 @@ fn candidate(slot: &Slot, sockets: &SocketSet<'static>) -> Candidate {
             State::Listen | State::Closed | State::TimeWait
         );
     let (activity, since) = slot.conn.activity();
-    let standing = match activity {
-        _ if !open => Standing::Busy,
-        Activity::Respond => Standing::Responding,
-        _ if socket.send_queue() > 0 => Standing::Busy,
-        Activity::Idle => Standing::Idle,
-        Activity::Request => Standing::Head,
-        Activity::Closing => Standing::Lingering,
+    let responding = activity == Activity::Respond || socket.send_queue() > 0;
+    let (standing, since) = match activity {
+        _ if !open => (Standing::Busy, since),
+        _ if responding => (Standing::Responding, slot.reading.since()),
+        Activity::Idle => (Standing::Idle, since),
+        Activity::Request => (Standing::Head, since),
+        Activity::Closing => (Standing::Lingering, since),
+        Activity::Respond => (Standing::Busy, since),
     };
     Candidate { standing, since }
 }
