@@ -88,9 +88,10 @@ const EVENTS: [ConnEvent; 4] = [
 pub enum Activity {
     /// Kept alive after a response, waiting for the next request.
     Idle,
-    /// Waiting for or receiving the first request's head (or a small body
-    /// it announced); `since` is when the connection opened or the head's
-    /// first byte came.
+    /// New, nothing received yet; `since` is when it opened.
+    Opened,
+    /// Receiving a request head (or a small body it announced); `since` is
+    /// when its first byte came.
     Request,
     /// Sending a response.
     Respond,
@@ -576,9 +577,8 @@ impl Conn {
         let activity = match self.phase {
             Phase::Free => Activity::Idle,
             Phase::Idle if self.kept_alive => Activity::Idle,
-            // A new connection that has not started its request yet is
-            // waiting for a request head like one that has.
-            Phase::Idle | Phase::Head | Phase::Body { .. } => Activity::Request,
+            Phase::Idle => Activity::Opened,
+            Phase::Head | Phase::Body { .. } => Activity::Request,
             Phase::Respond => Activity::Respond,
             Phase::Closing | Phase::Aborted => Activity::Closing,
         };

@@ -11,7 +11,11 @@
 //! 4. responses stalled by their reader (under [`PROGRESS_BYTES`] taken in
 //!    [`STALLED_AFTER_MS`]), longest stalled first: a slow-read attacker
 //!    takes a few bytes every few seconds through a tiny window and would
-//!    otherwise hold its socket for as long as it likes.
+//!    otherwise hold its socket for as long as it likes;
+//! 5. new connections that have sent nothing yet, oldest first: most are
+//!    clients whose request is on its way (under a flood of new connections
+//!    the pool turns over in milliseconds, and a request still in the RX
+//!    ring must not lose its connection to an attacker's older one).
 //!
 //! A connection receiving a response at a useful rate is never chosen.
 
@@ -30,6 +34,8 @@ pub enum Standing {
     Idle,
     /// Sending its request head (or a small body).
     Head,
+    /// New; nothing received yet.
+    Opened,
     /// We closed; the peer has not.
     Lingering,
     /// Sending a response (or its tail is not yet acknowledged), its reader
@@ -43,6 +49,7 @@ pub enum Standing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     Idle,
+    /// A request head not complete, or nothing sent at all.
     SlowHead,
     Lingering,
     StalledReader,
@@ -113,6 +120,7 @@ pub fn choose(
                 Standing::Responding if now.saturating_sub(c.since) >= STALLED_AFTER_MS => {
                     (3, Reason::StalledReader)
                 }
+                Standing::Opened => (4, Reason::SlowHead),
                 Standing::Responding | Standing::Busy => return None,
             };
             Some(((rank, c.since, i), reason))
@@ -214,5 +222,21 @@ mod tests {
         assert_eq!(r.since(), 7_100);
         // Everything taken: progress too.
         assert_eq!(r.update(0, 9_000), 9_000);
+    }
+
+    #[test]
+    fn a_new_connection_that_sent_nothing_goes_last() {
+        let slots = [
+            c(Standing::Opened, 1),
+            c(Standing::Responding, 0),
+            c(Standing::Head, 9_999),
+        ];
+        assert_eq!(choose(slots, 10_000), Some((2, Reason::SlowHead)));
+        let slots = [
+            c(Standing::Opened, 5),
+            c(Standing::Opened, 2),
+            c(Standing::Busy, 0),
+        ];
+        assert_eq!(choose(slots, 10_000), Some((1, Reason::SlowHead)));
     }
 }

@@ -29,13 +29,16 @@ const ROUNDS_PER_PASS: usize = 8;
 /// Sockets kept free (listening, or closed and listening from the next pass)
 /// by closing the least valuable connection when the pool runs short: a new
 /// connection, the ACK of a SYN cookie, takes a listener at once, and a
-/// socket freed now listens only from the next pass. One per 32 sockets of
-/// the pool, at least 1 and at most 2; none below 4 sockets, where that would
+/// socket freed now listens only from the next pass. One per 16 sockets of
+/// the pool, at least 1 and at most 4; none below 4 sockets, where that would
 /// close connections no one is waiting for (there a refused newcomer asks,
 /// see [`Server::service`]).
 fn spare_listeners(pool: usize) -> usize {
-    if pool < 4 { 0 } else { (pool / 32).clamp(1, 2) }
+    if pool < 4 { 0 } else { (pool / 16).clamp(1, 4) }
 }
+/// Connections closed per pass for newcomers that found no socket (each will
+/// retry); bounded so a burst cannot empty the pool in one pass.
+const MAX_OWED_PER_PASS: usize = 8;
 
 struct Slot {
     handle: SocketHandle,
@@ -55,8 +58,8 @@ pub struct Server {
     requests: Box<RequestLog>,
     /// Writes `/debug/profile`; see [`Server::set_profile`].
     profile: ProfileWriter,
-    /// `connections_refused` when last seen: a rise means a newcomer found
-    /// no socket, and is owed one when it retries.
+    /// `connections_refused` when last seen: each newcomer since found no
+    /// socket, and is owed one when it retries.
     refused_seen: u64,
 }
 
@@ -214,7 +217,10 @@ impl Server {
             busy |= output_ready || input_ready;
         }
         let refused = routes.stats.connections_refused;
-        let owed = usize::from(refused != self.refused_seen);
+        let owed = refused.saturating_sub(self.refused_seen);
+        let owed = usize::try_from(owed)
+            .unwrap_or(usize::MAX)
+            .min(MAX_OWED_PER_PASS);
         self.refused_seen = refused;
         make_room(&mut self.slots, sockets, routes.stats, owed, now);
         busy
@@ -222,8 +228,8 @@ impl Server {
 }
 
 /// Closes the least valuable connections (see [`eviction`]) until
-/// [`spare_listeners`] sockets are free, plus `owed` more for newcomers that
-/// found none; counts each by reason. The socket is aborted (the peer gets a
+/// [`spare_listeners`] sockets are free, or `owed` if more newcomers found
+/// none since the last pass (they retry); counts each by reason. The socket is aborted (the peer gets a
 /// RST on the next egress) and listens again on the next pass.
 fn make_room(
     slots: &mut [Slot],
@@ -239,11 +245,7 @@ fn make_room(
             matches!(state, State::Listen | State::Closed)
         })
         .count();
-    let wanted = if free == 0 {
-        spare_listeners(slots.len()).max(owed)
-    } else {
-        spare_listeners(slots.len())
-    };
+    let wanted = spare_listeners(slots.len()).max(owed);
     for _ in free..wanted {
         let candidates = slots.iter().map(|s| candidate(s, sockets));
         let Some((i, reason)) = eviction::choose(candidates, now) else {
@@ -279,6 +281,7 @@ fn candidate(slot: &Slot, sockets: &SocketSet<'static>) -> Candidate {
         _ if !open => (Standing::Busy, since),
         _ if responding => (Standing::Responding, slot.reading.since()),
         Activity::Idle => (Standing::Idle, since),
+        Activity::Opened => (Standing::Opened, since),
         Activity::Request => (Standing::Head, since),
         Activity::Closing => (Standing::Lingering, since),
         Activity::Respond => (Standing::Busy, since),

@@ -674,8 +674,8 @@ fn activity_tells_a_kept_alive_connection_from_a_new_one() {
     let mut conn = Conn::new();
     let mut app = TestApp::default();
     conn.open(10);
-    // Opened, nothing sent yet: waiting for a request head since it opened.
-    assert_eq!(conn.activity(), (Activity::Request, 10));
+    // Opened, nothing sent yet.
+    assert_eq!(conn.activity(), (Activity::Opened, 10));
     assert_eq!(conn.receive(b"GET / HT", 20, &mut app), 8);
     assert_eq!(conn.activity(), (Activity::Request, 20));
     assert_eq!(conn.receive(b"TP/1.1\r\nHost: t\r\n\r\n", 30, &mut app), 19);
@@ -685,7 +685,7 @@ fn activity_tells_a_kept_alive_connection_from_a_new_one() {
     assert_eq!(conn.activity(), (Activity::Idle, 40));
     // A new connection on the same socket is new again.
     conn.open(50);
-    assert_eq!(conn.activity(), (Activity::Request, 50));
+    assert_eq!(conn.activity(), (Activity::Opened, 50));
     // Closed by us (here: by the idle deadline).
     conn.open(60);
     conn.receive(GET.as_bytes(), 60, &mut app);
