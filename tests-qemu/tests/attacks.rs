@@ -404,6 +404,9 @@ fn slow_clients(test: &str, t: &Target, pid: u32, slow_read_too: bool) -> Result
             .unwrap_or_else(|e| e),
         ),
     );
+    if !during.misses.is_empty() {
+        note(test, format_args!("probe misses: {:?}", during.misses));
+    }
     if let Some(out) = &reader_out {
         note(
             test,

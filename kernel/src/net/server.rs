@@ -29,12 +29,13 @@ const ROUNDS_PER_PASS: usize = 8;
 /// Sockets kept free (listening, or closed and listening from the next pass)
 /// by closing the least valuable connection when the pool runs short: a new
 /// connection, the ACK of a SYN cookie, takes a listener at once, and a
-/// socket freed now listens only from the next pass. One per 16 sockets of
-/// the pool, at least 1 and at most 4; none below 4 sockets, where that would
-/// close connections no one is waiting for (there a refused newcomer asks,
-/// see [`Server::service`]).
+/// socket freed now listens only from the next pass, so a burst of new
+/// connections larger than the spares waits for its retransmissions. One per
+/// 8 sockets of the pool, at least 1 and at most 8; none below 4 sockets,
+/// where that would close connections no one is waiting for (there a refused
+/// newcomer asks, see [`Server::service`]).
 fn spare_listeners(pool: usize) -> usize {
-    if pool < 4 { 0 } else { (pool / 16).clamp(1, 4) }
+    if pool < 4 { 0 } else { (pool / 8).clamp(1, 8) }
 }
 /// Connections closed per pass for newcomers that found no socket (each will
 /// retry); bounded so a burst cannot empty the pool in one pass.
