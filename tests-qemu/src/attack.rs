@@ -6,10 +6,11 @@
 //!   networking completes handshakes itself and would absorb them).
 //! - [`Target`]: where clients run, the host (user networking's forwarded
 //!   port) or inside that namespace; every client thread enters it first.
-//! - [`Prober`]: `GET /health` on a new connection every interval;
-//!   [`ProbeSummary`] of a time window.
-//! - [`Downloader`]: the large asset again and again, checked byte-exact.
-//! - [`Hoarder`]: keep-alive connections opened (one request each) and held.
+//! - [`Worker`]s, client loops on threads of their own: [`start_prober`]
+//!   (`GET /health` on a new connection every interval; [`ProbeSummary`] of a
+//!   time window), [`start_downloader`] (the large asset again and again,
+//!   checked byte-exact), [`start_hoarder`] (keep-alive connections opened,
+//!   one request each, and held).
 //! - [`Tool`]: an attack tool (`hping3`, `slowloris`, `slowhttptest`, `wrk`)
 //!   as a child process, killed when dropped, bounded by a deadline.
 //!
@@ -305,35 +306,75 @@ pub struct Probe {
     pub result: Result<Duration, String>,
 }
 
-/// `/health` on a new connection every `interval`, until stopped.
-pub struct Prober {
+/// A client loop on a thread of its own, asked to stop with [`Worker::stop`]
+/// (or when dropped); the loop checks the flag it is given between steps.
+pub struct Worker<T> {
     stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Vec<Probe>>>,
+    handle: Option<JoinHandle<T>>,
 }
 
-impl Prober {
-    pub fn start(target: &Target, interval: Duration) -> Prober {
+impl<T: Send + 'static> Worker<T> {
+    /// Runs `body` inside `target`'s namespace; `failed` is its result when
+    /// the thread cannot enter the namespace.
+    fn spawn(
+        target: &Target,
+        failed: impl FnOnce(String) -> T + Send + 'static,
+        body: impl FnOnce(&Target, &AtomicBool) -> T + Send + 'static,
+    ) -> Worker<T> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let t = target.clone();
-        let handle = thread::spawn(move || {
+        let handle = thread::spawn(move || match t.enter() {
+            Ok(()) => body(&t, &flag),
+            Err(e) => failed(format!("entering the namespace: {e}")),
+        });
+        Worker {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops it after the step in progress; its result.
+    pub fn stop(mut self) -> T {
+        self.stop.store(true, Ordering::Release);
+        match self.handle.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            _ => panic!("a client thread panicked"),
+        }
+    }
+}
+
+impl<T> Drop for Worker<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// `/health` on a new connection every `interval`, until stopped: every
+/// probe made.
+pub type Prober = Worker<Vec<Probe>>;
+
+/// Starts a [`Prober`].
+pub fn start_prober(target: &Target, interval: Duration) -> Prober {
+    Worker::spawn(
+        target,
+        |e| {
+            vec![Probe {
+                at: Instant::now(),
+                result: Err(e),
+            }]
+        },
+        move |t, stop| {
             let mut probes = Vec::new();
-            if let Err(e) = t.enter() {
-                probes.push(Probe {
-                    at: Instant::now(),
-                    result: Err(format!("entering the namespace: {e}")),
-                });
-                return probes;
-            }
             let mut next = Instant::now();
             for _ in 0..MAX_PROBES {
-                if flag.load(Ordering::Acquire) {
+                if stop.load(Ordering::Acquire) {
                     break;
                 }
                 let at = Instant::now();
                 probes.push(Probe {
                     at,
-                    result: health(&t, PROBE_TIMEOUT),
+                    result: health(t, PROBE_TIMEOUT),
                 });
                 next += interval;
                 // A slow probe is not made up for with a burst.
@@ -341,26 +382,8 @@ impl Prober {
                 thread::sleep(next.saturating_duration_since(Instant::now()));
             }
             probes
-        });
-        Prober {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    pub fn stop(mut self) -> Vec<Probe> {
-        self.stop.store(true, Ordering::Release);
-        match self.handle.take().map(JoinHandle::join) {
-            Some(Ok(p)) => p,
-            _ => panic!("the prober thread panicked"),
-        }
-    }
-}
-
-impl Drop for Prober {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-    }
+        },
+    )
 }
 
 /// What the probes started in a window got.
@@ -454,30 +477,27 @@ pub struct Downloads {
     pub slowest: Duration,
 }
 
-/// `/large.bin` downloaded again and again on new connections, each checked.
-pub struct Downloader {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Downloads>>,
-}
+/// `/large.bin` downloaded again and again on new connections, each checked
+/// against the site's file, until stopped (after the download in progress).
+pub type Downloader = Worker<Downloads>;
 
-impl Downloader {
-    pub fn start(target: &Target) -> Downloader {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let t = target.clone();
-        let want = large_bin();
-        let handle = thread::spawn(move || {
+/// Starts a [`Downloader`].
+pub fn start_downloader(target: &Target) -> Downloader {
+    let want = large_bin();
+    Worker::spawn(
+        target,
+        |e| Downloads {
+            bad: vec![e],
+            ..Downloads::default()
+        },
+        move |t, stop| {
             let mut d = Downloads::default();
-            if let Err(e) = t.enter() {
-                d.bad.push(format!("entering the namespace: {e}"));
-                return d;
-            }
             for _ in 0..MAX_DOWNLOADS {
-                if flag.load(Ordering::Acquire) {
+                if stop.load(Ordering::Acquire) {
                     break;
                 }
                 let start = Instant::now();
-                match download(&t) {
+                match download(t) {
                     Ok(body) if body == want => d.exact += 1,
                     Ok(body) => d.bad.push(format!(
                         "{} bytes, differing from large.bin ({} bytes)",
@@ -490,27 +510,8 @@ impl Downloader {
                 thread::sleep(Duration::from_millis(100));
             }
             d
-        });
-        Downloader {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Stops after the download in progress.
-    pub fn stop(mut self) -> Downloads {
-        self.stop.store(true, Ordering::Release);
-        match self.handle.take().map(JoinHandle::join) {
-            Some(Ok(d)) => d,
-            _ => panic!("the downloader thread panicked"),
-        }
-    }
-}
-
-impl Drop for Downloader {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-    }
+        },
+    )
 }
 
 fn download(t: &Target) -> Result<Vec<u8>, String> {
@@ -531,28 +532,22 @@ fn download(t: &Target) -> Result<Vec<u8>, String> {
     Ok(r.body)
 }
 
-/// Keep-alive connections, each answered once and then held idle.
-pub struct Hoarder {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<(usize, usize)>>,
-}
+/// Keep-alive connections, each answered once and then held idle until
+/// stopped: how many were opened and answered, how many failed.
+pub type Hoarder = Worker<(usize, usize)>;
 
-impl Hoarder {
-    /// Opens up to `count` connections, one after another, for at most
-    /// `open_for`; each sends one `GET /health` and waits for its answer.
-    pub fn start(target: &Target, count: usize, open_for: Duration) -> Hoarder {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let t = target.clone();
-        let handle = thread::spawn(move || {
-            if t.enter().is_err() {
-                return (0, count);
-            }
+/// Starts a [`Hoarder`]: up to `count` connections, one after another, for
+/// at most `open_for`; each sends one `GET /health` and waits for its answer.
+pub fn start_hoarder(target: &Target, count: usize, open_for: Duration) -> Hoarder {
+    Worker::spawn(
+        target,
+        move |_| (0, count),
+        move |t, stop| {
             let until = Instant::now() + open_for;
             let mut held = Vec::new();
             let mut failed = 0;
             for _ in 0..count {
-                if flag.load(Ordering::Acquire) || Instant::now() >= until {
+                if stop.load(Ordering::Acquire) || Instant::now() >= until {
                     break;
                 }
                 let ok = Client::connect(SocketAddr::V4(t.addr()), Duration::from_secs(5))
@@ -573,33 +568,14 @@ impl Hoarder {
             let opened = held.len();
             // Hold them (the server may close some to make room).
             for _ in 0..36_000 {
-                if flag.load(Ordering::Acquire) {
+                if stop.load(Ordering::Acquire) {
                     break;
                 }
                 thread::sleep(Duration::from_millis(100));
             }
             (opened, failed)
-        });
-        Hoarder {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Closes them all; how many were opened and answered, how many failed.
-    pub fn stop(mut self) -> (usize, usize) {
-        self.stop.store(true, Ordering::Release);
-        match self.handle.take().map(JoinHandle::join) {
-            Some(Ok(r)) => r,
-            _ => panic!("the hoarder thread panicked"),
-        }
-    }
-}
-
-impl Drop for Hoarder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-    }
+        },
+    )
 }
 
 /// An attack tool (or wrk) as a child process; killed when dropped.

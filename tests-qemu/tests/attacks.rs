@@ -25,10 +25,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tests_qemu::attack::{
-    Downloader, Downloads, Hoarder, ProbeSummary, Prober, TapGuest, Target, Tool, cpu_time, host_of,
+    Downloads, ProbeSummary, TapGuest, Target, Tool, cpu_time, host_of, start_downloader,
+    start_hoarder, start_prober,
 };
 use tests_qemu::http::{Stats, Transport, boot_http};
-use tests_qemu::netfault::skip_reason;
+use tests_qemu::netfault::skip;
 use tests_qemu::note;
 use tests_qemu::resilience::parse_wrk;
 
@@ -54,16 +55,6 @@ const WRK_CONNECTIONS: u32 = 8;
 const HEAP_SLACK: u64 = 64 * 1024;
 /// Kill a tool this long after its own duration.
 const TOOL_GRACE: Duration = Duration::from_secs(20);
-
-fn skip(test: &str) -> bool {
-    match skip_reason() {
-        Some(why) => {
-            note(test, format_args!("skipped: {why}"));
-            true
-        }
-        None => false,
-    }
-}
 
 fn wrk(t: &Target, seconds: u64) -> Tool {
     let mut cmd = t.command("wrk");
@@ -264,8 +255,8 @@ fn syn_flood_on_a_tap() {
     };
 
     // The flood with legitimate traffic beside it.
-    let prober = Prober::start(&t, PROBE_INTERVAL);
-    let downloader = Downloader::start(&t);
+    let prober = start_prober(&t, PROBE_INTERVAL);
+    let downloader = start_downloader(&t);
     let load = wrk(&t, FLOOD_SECONDS);
     thread::sleep(Duration::from_secs(1));
     let f0 = t.stats().unwrap_or_else(|e| fail(e));
@@ -342,13 +333,13 @@ fn slow_clients(test: &str, t: &Target, pid: u32, slow_read_too: bool) -> Result
         s.get("connections_active") <= 1
     });
     let cpu0 = cpu_time(pid);
-    let prober = Prober::start(t, PROBE_INTERVAL);
-    let downloader = Downloader::start(t);
+    let prober = start_prober(t, PROBE_INTERVAL);
+    let downloader = start_downloader(t);
     let load = wrk(t, SLOW_SECONDS);
     let start = Instant::now();
     let loris = slowloris(t, SLOW_SECONDS);
     let reader = slow_read_too.then(|| slow_read(t, SLOW_SECONDS));
-    let hoarder = Hoarder::start(t, HOARD, Duration::from_secs(SLOW_SECONDS - 10));
+    let hoarder = start_hoarder(t, HOARD, Duration::from_secs(SLOW_SECONDS - 10));
     let until = start + Duration::from_secs(SLOW_SECONDS);
     thread::sleep(until.saturating_duration_since(Instant::now()));
     let mid = t.stats();

@@ -11,9 +11,10 @@
 //! a response.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use tests_qemu::attack::{Target, health};
 use tests_qemu::http::{HttpGuest, Transport, boot_http, parse_all};
 
 const SOCKETS: usize = 8;
@@ -134,17 +135,10 @@ fn describe(all: &[Watched], origin: Instant) -> String {
 /// `GET /health` on a new connection (`Connection: close`): 200 `ok` and how
 /// long it took, or why not.
 fn fresh_health(g: &HttpGuest) -> Result<Duration, String> {
-    let start = Instant::now();
-    let mut c = tests_qemu::http::Client::connect(g.addr(), SERVED_WITHIN)
-        .map_err(|e| format!("connect: {e}"))?;
-    let _ = c.stream.set_read_timeout(Some(SERVED_WITHIN));
-    c.send(b"GET /health HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("send: {e}"))?;
-    let r = c.read_response(false)?;
-    if r.status != 200 || r.body != b"ok\n" {
-        return Err(format!("status {} body {:?}", r.status, r.body_text()));
+    match g.addr() {
+        SocketAddr::V4(a) => health(&Target::Host(a), SERVED_WITHIN),
+        other => Err(format!("unexpected address {other}")),
     }
-    Ok(start.elapsed())
 }
 
 /// Indices of connections closed within [`EVICTED_WITHIN`] of connect.
