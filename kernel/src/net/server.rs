@@ -1,11 +1,13 @@
 //! The HTTP server's socket pool: a fixed set of smoltcp TCP sockets listening
 //! on port 80, each paired with one `http::Conn` for its whole life.
 //!
-//! smoltcp has no listen backlog: a SYN that finds no socket in `Listen` gets a
-//! RST, which is how an exhausted pool refuses connections fast (and counts
-//! them). Sockets are put back into `Listen` as soon as their connection ends,
-//! including from TIME-WAIT (smoltcp resets a TIME-WAIT socket on `listen`), so
-//! connection churn cannot starve the pool for TIME-WAIT's 10 s.
+//! The interface answers SYNs with SYN cookies, so a half-open connection
+//! holds no socket; the ACK completing a handshake takes a socket in `Listen`.
+//! When the pool runs short, the least valuable connection is closed to make
+//! room (see [`eviction`](super::eviction)). Sockets are put back into
+//! `Listen` as soon as their connection ends, including from TIME-WAIT
+//! (smoltcp resets a TIME-WAIT socket on `listen`), so connection churn
+//! cannot starve the pool for TIME-WAIT's 10 s.
 
 use super::eviction::{self, Candidate, ReadProgress, Reason, Standing};
 use super::phy::HTTP_PORT;
@@ -106,17 +108,9 @@ impl Server {
         self.profile = profile;
     }
 
-    /// Sockets ready to accept a connection.
     /// No connection is open: nothing to serve and no deadline to watch.
     pub fn is_idle(&self) -> bool {
         !self.slots.iter().any(|s| s.active)
-    }
-
-    pub fn listening(&self, sockets: &SocketSet<'static>) -> u64 {
-        self.slots
-            .iter()
-            .filter(|s| sockets.get::<tcp::Socket>(s.handle).state() == State::Listen)
-            .count() as u64
     }
 
     /// Earliest connection deadline (header, idle, send, close timeouts).
