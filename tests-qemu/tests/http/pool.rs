@@ -23,8 +23,8 @@ const IDLE_TIMEOUT_MS: u64 = 5000;
 /// Gap between connects, and the most all of them may take (well inside the
 /// idle deadline, so the pool stays full while they arrive). With 7 held, the
 /// oldest idle one has been idle 7 gaps when the next arrives: more than the
-/// 500 ms an idle connection is spared (`GRACE_MS` in
-/// `kernel/src/net/eviction.rs`), so every newcomer finds a socket.
+/// 500 ms an idle connection is spared in favour of others (`GRACE_MS` in
+/// `kernel/src/net/eviction.rs`).
 const CONNECT_PACE: Duration = Duration::from_millis(100);
 const MAX_CONNECTS_TIME: Duration = Duration::from_secs(3);
 /// Gap between the half requests (a request head gets no grace), well inside
