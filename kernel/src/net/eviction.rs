@@ -17,17 +17,18 @@
 //!    the pool turns over in milliseconds, and a request still in the RX
 //!    ring must not lose its connection to an attacker's older one).
 //!
-//! A connection idle or new for less than [`GRACE_MS`] (a keep-alive client
-//! between two requests, or one whose request is still on its way) goes
-//! after all of these, oldest first. A connection receiving a response at a
-//! useful rate is never chosen.
+//! A connection idle for less than [`GRACE_MS`] (most often a keep-alive
+//! client between two requests) goes after all of these, oldest first. A
+//! connection new for less than [`GRACE_MS`] is never chosen: its request is
+//! most likely on its way, and closing it would fail a client to admit
+//! another that can retry. Nor is one receiving a response at a useful rate.
 
 /// A response whose reader has taken fewer than [`PROGRESS_BYTES`] for this
 /// long is stalled: a slow-read attacker takes a few bytes every few seconds
 /// through a tiny window, any useful reader far more.
 pub const STALLED_AFTER_MS: u64 = 2_000;
-/// How long a connection must have been idle (or new, with nothing sent)
-/// before it is chosen in its turn rather than last.
+/// How long a connection must have been idle before it is chosen in its
+/// turn rather than last, or new (with nothing sent) before it can be chosen.
 pub const GRACE_MS: u64 = 500;
 /// Acknowledged bytes that count as progress (a reader slower than this per
 /// [`STALLED_AFTER_MS`], 512 B/s, is stalled).
@@ -122,7 +123,7 @@ pub fn choose(
             let age = now.saturating_sub(c.since);
             let (rank, reason) = match c.standing {
                 Standing::Idle if age < GRACE_MS => (5, Reason::Idle),
-                Standing::Opened if age < GRACE_MS => (5, Reason::SlowHead),
+                Standing::Opened if age < GRACE_MS => return None,
                 Standing::Idle => (0u8, Reason::Idle),
                 Standing::Head => (1, Reason::SlowHead),
                 Standing::Lingering => (2, Reason::Lingering),
@@ -248,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_idle_or_new_for_less_than_the_grace_goes_last() {
+    fn a_connection_idle_for_less_than_the_grace_goes_last() {
         let now = 10_000;
         let young = now - GRACE_MS + 1;
         let slots = [c(Standing::Idle, young), c(Standing::Opened, 0)];
@@ -258,7 +259,16 @@ mod tests {
         let slots = [c(Standing::Idle, young), c(Standing::Idle, now - GRACE_MS)];
         assert_eq!(choose(slots, now), Some((1, Reason::Idle)));
         // Among the young, the oldest.
-        let slots = [c(Standing::Opened, young + 5), c(Standing::Idle, young)];
+        let slots = [c(Standing::Idle, young + 5), c(Standing::Idle, young)];
+        assert_eq!(choose(slots, now), Some((1, Reason::Idle)));
+    }
+
+    #[test]
+    fn a_connection_new_for_less_than_the_grace_is_kept() {
+        let now = 10_000;
+        let young = now - GRACE_MS + 1;
+        assert_eq!(choose([c(Standing::Opened, young)], now), None);
+        let slots = [c(Standing::Opened, young), c(Standing::Idle, now)];
         assert_eq!(choose(slots, now), Some((1, Reason::Idle)));
     }
 }
