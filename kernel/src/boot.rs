@@ -378,12 +378,7 @@ fn serve<const N: usize>(
         let quiet = !from_irq && server.is_idle() && !stack.has_work(now);
         let mut may_sleep = true;
         if !quiet {
-            let listening = server.listening(&stack.sockets);
-            let syns_before = stack.phy.syns_seen;
             let mut worked = stack.poll(now);
-            // smoltcp answers a SYN with no listening socket with RST: that is a refusal.
-            let syns = stack.phy.syns_seen - syns_before;
-            stats.connections_refused += syns.saturating_sub(listening);
             if worked && !from_irq {
                 stats.timer_recoveries += 1;
             }

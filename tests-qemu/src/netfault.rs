@@ -104,6 +104,17 @@ pub fn skip_reason() -> Option<String> {
     }
 }
 
+/// For tests that need root: prints why `test` skips and returns `true`.
+pub fn skip(test: &str) -> bool {
+    match skip_reason() {
+        Some(why) => {
+            note(test, format_args!("SKIPPED: {why}"));
+            true
+        }
+        None => false,
+    }
+}
+
 /// The relay program, `tests-qemu/relay/relay.py`.
 pub fn relay_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("relay/relay.py")

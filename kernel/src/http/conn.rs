@@ -86,6 +86,22 @@ const EVENTS: [ConnEvent; 4] = [
     ConnEvent::CloseTimeout,
 ];
 
+/// What a connection is doing, as [`Conn::activity`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    /// Kept alive after a response, waiting for the next request.
+    Idle,
+    /// New, nothing received yet; `since` is when it opened.
+    Opened,
+    /// Receiving a request head (or a small body it announced); `since` is
+    /// when its first byte came.
+    Request,
+    /// Sending a response.
+    Respond,
+    /// Closed by us, waiting for the socket to be released.
+    Closing,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// No connection (before the first `open`).
@@ -159,6 +175,8 @@ pub struct Conn {
     close_after: bool,
     /// `on_response` still owed for a response that waits for a request body.
     unreported: bool,
+    /// A response was completed and the connection kept open for another.
+    kept_alive: bool,
     events: [u32; EVENTS.len()],
     /// Given by `open_with_id`; reported with every response.
     id: u64,
@@ -212,6 +230,7 @@ impl Conn {
             head_request: false,
             close_after: false,
             unreported: false,
+            kept_alive: false,
             events: [0; EVENTS.len()],
             id: 0,
             status: 0,
@@ -251,6 +270,7 @@ impl Conn {
         self.in_flight = false;
         self.seq = 0;
         self.peer = None;
+        self.kept_alive = false;
     }
 
     /// The TCP peer of the connection just opened, reported in every
@@ -554,6 +574,7 @@ impl Conn {
             } else {
                 self.phase = Phase::Idle;
                 self.since = now;
+                self.kept_alive = true;
             }
         }
         n
@@ -624,6 +645,20 @@ impl Conn {
             Phase::Closing => self.limits.close_timeout_ms,
         };
         Some(self.since.saturating_add(timeout))
+    }
+
+    /// What the connection is doing and since when, for choosing which one
+    /// to close when the pool is full.
+    pub fn activity(&self) -> (Activity, Millis) {
+        let activity = match self.phase {
+            Phase::Free => Activity::Idle,
+            Phase::Idle if self.kept_alive => Activity::Idle,
+            Phase::Idle => Activity::Opened,
+            Phase::Head | Phase::Body { .. } => Activity::Request,
+            Phase::Respond => Activity::Respond,
+            Phase::Closing | Phase::Aborted => Activity::Closing,
+        };
+        (activity, self.since)
     }
 
     /// Response bytes wait for `transmit`.

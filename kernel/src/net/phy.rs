@@ -23,8 +23,6 @@ type Slot<const N: usize> = RefCell<Option<NetDriver<N>>>;
 
 pub struct Phy<const N: usize> {
     pub driver: Slot<N>,
-    /// TCP SYNs to the HTTP port seen since the counter was last taken.
-    pub syns_seen: u64,
     /// Frames dropped for a bad IPv4, TCP, UDP or ICMP checksum.
     pub checksum_errors: u64,
     /// A driver error that needs the device reset.
@@ -35,7 +33,6 @@ impl<const N: usize> Phy<N> {
     pub fn new(driver: NetDriver<N>) -> Self {
         Phy {
             driver: RefCell::new(Some(driver)),
-            syns_seen: 0,
             checksum_errors: 0,
             fault: None,
         }
@@ -86,9 +83,6 @@ impl<const N: usize> Device for Phy<N> {
             break;
         }
         let frame = next?;
-        if frame::is_tcp_syn_to(frame.frame(), HTTP_PORT) {
-            self.syns_seen += 1;
-        }
         let driver = &self.driver;
         Some((
             Rx {

@@ -3,17 +3,21 @@
 //! more on the admin port (see [`Server::add_admin`]); each socket's listener
 //! decides the [`Scope`] of routes it serves.
 //!
-//! smoltcp has no listen backlog: a SYN that finds no socket in `Listen` gets a
-//! RST, which is how an exhausted pool refuses connections fast (and counts
-//! them). Sockets are put back into `Listen` as soon as their connection ends,
-//! including from TIME-WAIT (smoltcp resets a TIME-WAIT socket on `listen`), so
-//! connection churn cannot starve the pool for TIME-WAIT's 10 s.
+//! The interface answers SYNs with SYN cookies, so a half-open connection
+//! holds no socket; the ACK completing a handshake takes a socket in `Listen`.
+//! When the pool runs short, the least valuable connection is closed to make
+//! room (see [`eviction`](super::eviction)). Sockets are put back into
+//! `Listen` as soon as their connection ends, including from TIME-WAIT
+//! (smoltcp resets a TIME-WAIT socket on `listen`), so connection churn
+//! cannot starve the pool for TIME-WAIT's 10 s.
 
+use super::eviction::{self, Candidate, ReadProgress, Reason, Standing};
 use super::phy::HTTP_PORT;
 use super::sizing::SOCKET_RX_BUFFER;
 use crate::app::access_log::{AccessLog, LineBuffer};
 use crate::app::routes::{ProfileWriter, Scope, no_profile};
 use crate::app::{RequestLog, Routes, Site, Stats};
+use crate::http::conn::Activity;
 use crate::http::{Action, Conn, Handler, Limits, Stamp};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -27,6 +31,20 @@ const SOCKET_TIMEOUT_S: u64 = 60;
 /// Receive/transmit rounds per socket per pass (pipelined requests advance one
 /// response per round); bounded so one connection cannot hold the loop.
 const ROUNDS_PER_PASS: usize = 8;
+/// Sockets kept free (listening, or closed and listening from the next pass)
+/// by closing the least valuable connection when the pool runs short: a new
+/// connection, the ACK of a SYN cookie, takes a listener at once, and a
+/// socket freed now listens only from the next pass, so a burst of new
+/// connections larger than the spares waits for its retransmissions. One per
+/// 8 sockets of the pool, at least 1 and at most 8; none below 4 sockets,
+/// where that would close connections no one is waiting for (there a refused
+/// newcomer asks, see [`Server::service`]).
+fn spare_listeners(pool: usize) -> usize {
+    if pool < 4 { 0 } else { (pool / 8).clamp(1, 8) }
+}
+/// Connections closed per pass for newcomers that found no socket (each will
+/// retry); bounded so a burst cannot empty the pool in one pass.
+const MAX_OWED_PER_PASS: usize = 8;
 
 struct Slot {
     handle: SocketHandle,
@@ -37,6 +55,8 @@ struct Slot {
     closing: bool,
     port: u16,
     scope: Scope,
+    /// How fast the peer takes our bytes (for choosing whom to close).
+    reading: ReadProgress,
 }
 
 pub struct Server {
@@ -51,6 +71,9 @@ pub struct Server {
     stamp: Stamp,
     limits: Limits,
     tx_buffer: usize,
+    /// `connections_refused` when last seen: each newcomer since found no
+    /// socket, and is owed one when it retries.
+    refused_seen: u64,
 }
 
 impl Server {
@@ -69,6 +92,7 @@ impl Server {
             stamp: Stamp::default(),
             limits,
             tx_buffer,
+            refused_seen: 0,
         };
         server.add_slots(sockets, count, HTTP_PORT, Scope::Public);
         log::info!(
@@ -101,6 +125,7 @@ impl Server {
                 closing: false,
                 port,
                 scope,
+                reading: ReadProgress::default(),
             });
         }
     }
@@ -154,20 +179,9 @@ impl Server {
         self.profile = profile;
     }
 
-    /// Sockets ready to accept a connection.
     /// No connection is open: nothing to serve and no deadline to watch.
     pub fn is_idle(&self) -> bool {
         !self.slots.iter().any(|s| s.active)
-    }
-
-    /// Port-80 sockets in `Listen` (the admin port's are not counted: this
-    /// decides which SYNs to port 80 were refusals).
-    pub fn listening(&self, sockets: &SocketSet<'static>) -> u64 {
-        self.slots
-            .iter()
-            .filter(|s| s.port == HTTP_PORT)
-            .filter(|s| sockets.get::<tcp::Socket>(s.handle).state() == State::Listen)
-            .count() as u64
     }
 
     /// Earliest connection deadline (header, idle, send, close timeouts).
@@ -223,6 +237,7 @@ impl Server {
                 slot.active = true;
                 slot.peer_closed = false;
                 slot.closing = false;
+                slot.reading = ReadProgress::open(now);
                 routes.stats.connections_accepted += 1;
                 routes.stats.connections_active += 1;
                 // Connection ids count from 1, as `connections_accepted` does.
@@ -241,7 +256,9 @@ impl Server {
                         })
                         .unwrap_or(0);
                 }
-                progress += send(socket, &mut slot.conn, now, &mut routes);
+                let sent = send(socket, &mut slot.conn, now, &mut routes);
+                slot.reading.wrote(sent);
+                progress += sent;
                 if progress == 0 {
                     break;
                 }
@@ -254,7 +271,8 @@ impl Server {
                 Action::Keep => {}
                 Action::Close => {
                     // A 408 queued by the header deadline goes out before the FIN.
-                    send(socket, &mut slot.conn, now, &mut routes);
+                    let sent = send(socket, &mut slot.conn, now, &mut routes);
+                    slot.reading.wrote(sent);
                     if !slot.closing {
                         slot.closing = true;
                         socket.close();
@@ -265,12 +283,89 @@ impl Server {
             while let Some(event) = slot.conn.take_event() {
                 routes.on_event(event, slot.conn.current_exchange(now).as_ref());
             }
+            slot.reading.update(socket.send_queue(), now);
             let output_ready = slot.conn.has_pending_output() && socket.can_send();
             let input_ready = socket.can_recv() && !slot.conn.has_pending_output() && !slot.closing;
             busy |= output_ready || input_ready;
         }
+        let refused = stats.connections_refused;
+        let owed = refused.saturating_sub(self.refused_seen);
+        let owed = usize::try_from(owed)
+            .unwrap_or(usize::MAX)
+            .min(MAX_OWED_PER_PASS);
+        self.refused_seen = refused;
+        // Only the site's pool makes room: the admin sockets (added after it)
+        // serve the operator, whose few connections are never the hoarders.
+        let public = self
+            .slots
+            .iter()
+            .take_while(|s| s.port == HTTP_PORT)
+            .count();
+        make_room(&mut self.slots[..public], sockets, stats, owed, now);
         busy
     }
+}
+
+/// Closes the least valuable connections (see [`eviction`]) until
+/// [`spare_listeners`] sockets are free, or `owed` if more newcomers found
+/// none since the last pass (they retry); counts each by reason. The socket is aborted (the peer gets a
+/// RST on the next egress) and listens again on the next pass.
+fn make_room(
+    slots: &mut [Slot],
+    sockets: &mut SocketSet<'static>,
+    stats: &mut Stats,
+    owed: usize,
+    now: u64,
+) {
+    let free = slots
+        .iter()
+        .filter(|s| {
+            let state = sockets.get::<tcp::Socket>(s.handle).state();
+            matches!(state, State::Listen | State::Closed)
+        })
+        .count();
+    let wanted = spare_listeners(slots.len()).max(owed);
+    for _ in free..wanted {
+        let candidates = slots.iter().map(|s| candidate(s, sockets));
+        let Some((i, reason)) = eviction::choose(candidates, now) else {
+            return;
+        };
+        let Some(slot) = slots.get_mut(i) else {
+            return;
+        };
+        sockets.get_mut::<tcp::Socket>(slot.handle).abort();
+        let counter = match reason {
+            Reason::Idle => &mut stats.evictions_idle,
+            Reason::SlowHead => &mut stats.evictions_head,
+            Reason::Lingering => &mut stats.evictions_lingering,
+            Reason::StalledReader => &mut stats.evictions_stalled,
+        };
+        *counter = counter.saturating_add(1);
+    }
+}
+
+/// How expendable a slot's connection is. A response, or the tail of one
+/// not yet acknowledged (the connection may already be idle or closing on
+/// our side), is judged by how fast its reader takes it.
+fn candidate(slot: &Slot, sockets: &SocketSet<'static>) -> Candidate {
+    let socket = sockets.get::<tcp::Socket>(slot.handle);
+    let open = slot.active
+        && !matches!(
+            socket.state(),
+            State::Listen | State::Closed | State::TimeWait
+        );
+    let (activity, since) = slot.conn.activity();
+    let responding = activity == Activity::Respond || socket.send_queue() > 0;
+    let (standing, since) = match activity {
+        _ if !open => (Standing::Busy, since),
+        _ if responding => (Standing::Responding, slot.reading.since()),
+        Activity::Idle => (Standing::Idle, since),
+        Activity::Opened => (Standing::Opened, since),
+        Activity::Request => (Standing::Head, since),
+        Activity::Closing => (Standing::Lingering, since),
+        Activity::Respond => (Standing::Busy, since),
+    };
+    Candidate { standing, since }
 }
 
 /// Moves as much pending response as fits into the socket's send buffer.

@@ -797,3 +797,28 @@ fn an_unfinished_response_is_handed_out_once_with_what_was_sent() {
     assert!(conn.take_unfinished(99_999).is_none());
     assert!(app.finished.is_empty(), "never sent in full");
 }
+
+#[test]
+fn activity_tells_a_kept_alive_connection_from_a_new_one() {
+    let mut conn = Conn::new();
+    let mut app = TestApp::default();
+    conn.open(10);
+    // Opened, nothing sent yet.
+    assert_eq!(conn.activity(), (Activity::Opened, 10));
+    assert_eq!(conn.receive(b"GET / HT", 20, &mut app), 8);
+    assert_eq!(conn.activity(), (Activity::Request, 20));
+    assert_eq!(conn.receive(b"TP/1.1\r\nHost: t\r\n\r\n", 30, &mut app), 19);
+    assert_eq!(conn.activity().0, Activity::Respond);
+    drain_to(&mut conn, 4096, 40, &mut app);
+    // Response sent, connection kept: idle since the response ended.
+    assert_eq!(conn.activity(), (Activity::Idle, 40));
+    // A new connection on the same socket is new again.
+    conn.open(50);
+    assert_eq!(conn.activity(), (Activity::Opened, 50));
+    // Closed by us (here: by the idle deadline).
+    conn.open(60);
+    conn.receive(GET.as_bytes(), 60, &mut app);
+    drain_to(&mut conn, 4096, 61, &mut app);
+    assert_eq!(conn.poll(61 + limits::IDLE_TIMEOUT_MS), Action::Close);
+    assert_eq!(conn.activity().0, Activity::Closing);
+}
