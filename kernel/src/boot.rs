@@ -360,12 +360,20 @@ fn serve<const N: usize>(
     let mut stats = Stats::new(VERSION);
     let mut last_tick = clock::ticks();
     let mut stats_stale = false;
-    let fault_at_ms = clock::uptime_ms() + config.fault_delay_ms;
+    // Main-loop faults count their delay from the moment the guest has an
+    // address, so a slow boot (DHCP on a loaded host) cannot fire them before
+    // a test's clients are connected.
+    let mut fault_at_ms = None;
     watchdog::pet(WATCHDOG_S);
     lockup::arm(lockup_ticks);
     cpu::enable_interrupts();
     loop {
-        if let Some(fault) = fault.filter(|_| clock::uptime_ms() >= fault_at_ms) {
+        if fault_at_ms.is_none() && stack.is_configured() {
+            fault_at_ms = Some(clock::uptime_ms() + config.fault_delay_ms);
+        }
+        if let Some(fault) =
+            fault.filter(|_| fault_at_ms.is_some_and(|at| clock::uptime_ms() >= at))
+        {
             arch::fault_inject::inject(fault);
         }
         let now = clock::uptime_ms();

@@ -137,8 +137,8 @@ pub struct Config {
     /// How long the main loop may go without completing an iteration before the
     /// soft-lockup detector reports the stuck RIP and ends the guest.
     pub lockup_ms: u64,
-    /// Main-loop faults (`hang`, `livelock`) wait this long after the loop
-    /// starts, so tests can put the guest under load first.
+    /// Main-loop faults (`hang`, `livelock`) wait this long after the guest
+    /// has its address, so tests can put it under load first.
     pub fault_delay_ms: u64,
     /// Access log, wall clock and admin listener ([`Serving`]).
     pub serving: Serving,

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use boot_image::{GUEST_ADMIN_PORT, Guest, QemuConfig};
 use nix::sched::{CloneFlags, setns};
 
-use crate::http::{Client, HttpGuest, Stats, parse_response};
+use crate::http::{Client, Ending, HttpGuest, Stats, parse_response};
 use crate::netfault::{GUEST_IP, HOST_IP, Netns, PREFIX_LEN, TAP};
 use crate::resilience::large_bin;
 use crate::{INIT_TIMEOUT, boot, config, note};
@@ -498,6 +498,11 @@ pub struct Downloads {
     pub exact: usize,
     /// Failed or differing, and why.
     pub bad: Vec<String>,
+    /// Gave up without a single byte of response: the newcomer's handshake
+    /// or request found the pool full at every retry (or the RST that closed
+    /// it to make room was lost), a reachability miss, as a late probe is;
+    /// unlike `bad`, nothing was delivered wrong.
+    pub never_started: usize,
     pub slowest: Duration,
 }
 
@@ -528,7 +533,8 @@ pub fn start_downloader(target: &Target) -> Downloader {
                         body.len(),
                         want.len()
                     )),
-                    Err(e) => d.bad.push(e),
+                    Err(Failed::NeverStarted) => d.never_started += 1,
+                    Err(Failed::Bad(e)) => d.bad.push(e),
                 }
                 d.slowest = d.slowest.max(start.elapsed());
                 thread::sleep(Duration::from_millis(100));
@@ -538,26 +544,39 @@ pub fn start_downloader(target: &Target) -> Downloader {
     )
 }
 
+/// Why a download did not deliver `large.bin`.
+enum Failed {
+    /// Not one byte of response within [`DOWNLOAD_TIMEOUT`].
+    NeverStarted,
+    /// Anything else: an error, a partial or wrong response.
+    Bad(String),
+}
+
 /// One `/large.bin` on a new connection: the body, or why not. Bounded by
 /// [`DOWNLOAD_TIMEOUT`] in all: the downloads check integrity under attack
 /// (the probes measure latency), so a slow start (a handshake retried while
 /// the pool was full) is not a failure.
-fn download(t: &Target) -> Result<Vec<u8>, String> {
+fn download(t: &Target) -> Result<Vec<u8>, Failed> {
     let start = Instant::now();
     let mut c = Client::connect(SocketAddr::V4(t.addr()), DOWNLOAD_TIMEOUT)
-        .map_err(|e| format!("download: connect: {e}"))?;
+        .map_err(|e| Failed::Bad(format!("download: connect: {e}")))?;
     c.send(b"GET /large.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("download: send: {e}"))?;
+        .map_err(|e| Failed::Bad(format!("download: send: {e}")))?;
     let left = DOWNLOAD_TIMEOUT.saturating_sub(start.elapsed());
     let (ending, bytes) = c.read_until_close(left);
-    match parse_response(&bytes, false)? {
+    if bytes.is_empty() && matches!(ending, Ending::TimedOut) {
+        return Err(Failed::NeverStarted);
+    }
+    match parse_response(&bytes, false).map_err(Failed::Bad)? {
         Some((r, used)) if used == bytes.len() && r.status == 200 => Ok(r.body),
-        Some((r, _)) if r.status != 200 => Err(format!("download: status {}", r.status)),
-        _ => Err(format!(
+        Some((r, _)) if r.status != 200 => {
+            Err(Failed::Bad(format!("download: status {}", r.status)))
+        }
+        _ => Err(Failed::Bad(format!(
             "download: {} bytes after {:.1?}, then {ending:?}",
             bytes.len(),
             start.elapsed()
-        )),
+        ))),
     }
 }
 
