@@ -3,6 +3,7 @@
 //! on the host and are unit tested there, the driver over `fake_device`.
 pub mod masked;
 pub mod net;
+pub mod offload;
 pub mod ring;
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! in the guest.
 pub mod frame;
 pub mod sizing;
+pub mod tx_offload;
 
 #[cfg(target_os = "none")]
 pub mod phy;
