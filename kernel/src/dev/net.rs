@@ -52,9 +52,13 @@ pub const TX_BUFFER_LEN: usize = 2048;
 pub const TSO_FRAME_MAX: usize = 14 + u16::MAX as usize;
 /// A TX buffer for a TSO frame: the 12-byte virtio-net header and the frame.
 pub const TX_LARGE_LEN: usize = 12 + TSO_FRAME_MAX;
-/// Large TX buffers kept for reuse; more are allocated (fallibly) while the
-/// device holds these, and freed when it returns them.
-pub const TX_LARGE_POOL: usize = 32;
+/// Most large TX buffers by default; the guest sizes it to its heap
+/// ([`Driver::limit_large_buffers`]). They are allocated (fallibly) when
+/// first needed and then kept. While all are in flight, `can_transmit` says
+/// no, as for a full ring: data waits in the socket buffers.
+pub const TX_LARGE_MAX: usize = 64;
+/// The guest's large TX buffers take at most 1/this of its heap.
+pub const TX_LARGE_HEAP_SHARE: usize = 8;
 const _: () = assert!(TX_LARGE_LEN > TX_BUFFER_LEN);
 pub const QUEUE_RECEIVE: u16 = 0;
 pub const QUEUE_TRANSMIT: u16 = 1;
@@ -69,7 +73,7 @@ pub trait Kick {
 
 #[cfg(target_os = "none")]
 mod guest {
-    use super::{Driver, DriverError, Kick, QUEUE_SIZE};
+    use super::{Driver, DriverError, Kick, QUEUE_SIZE, TX_LARGE_HEAP_SHARE, TX_LARGE_LEN};
     use crate::dev::virtio::{KernelHal, MaskedTransport, MmioWindow};
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use virtio_drivers::transport::mmio::MmioTransport;
@@ -122,13 +126,16 @@ mod guest {
             transport: MaskedTransport<MmioTransport<'static>>,
             window: MmioWindow,
         ) -> Result<Self, DriverError> {
-            let driver = Driver::start(transport, window)?;
+            let mut driver = Driver::start(transport, window)?;
+            let heap = crate::mem::heap::usage().map_or(0, |u| u.used + u.free);
+            driver.limit_large_buffers(heap / TX_LARGE_HEAP_SHARE / TX_LARGE_LEN);
             let o = driver.offloads();
             log::info!(
-                "net: offloads: tx checksum {}, rx checksum {}, tso4 {}",
+                "net: offloads: tx checksum {}, rx checksum {}, tso4 {} (up to {} large TX buffers)",
                 o.tx_checksum,
                 o.rx_checksum,
-                o.tso4
+                o.tso4,
+                if o.tso4 { driver.tx_large_max } else { 0 }
             );
             NET_WINDOW.store(window.virt, Ordering::Relaxed);
             Ok(driver)
@@ -237,8 +244,11 @@ pub struct Driver<H: Hal, T: Transport, K: Kick, const N: usize> {
     rx_lent: usize,
     tx_posted: Vec<Option<(Box<[u8]>, usize)>>,
     tx_free: Vec<Box<[u8]>>,
-    /// Large (TSO) buffers not posted, at most [`TX_LARGE_POOL`].
+    /// Large (TSO) buffers not posted.
     tx_large_free: Vec<Box<[u8]>>,
+    /// Large buffers allocated (posted or free), at most `tx_large_max`.
+    tx_large_allocated: usize,
+    tx_large_max: usize,
     /// Test switch (`fault=no-repost`): stop re-posting RX buffers, as the
     /// predecessor did; the stack's ring audit must notice and reset the device.
     skip_refill: bool,
@@ -275,6 +285,8 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
             tx_posted: (0..N).map(|_| None).collect(),
             tx_free: (0..N).map(|_| buffer(TX_BUFFER_LEN)).collect(),
             tx_large_free: Vec::new(),
+            tx_large_allocated: 0,
+            tx_large_max: TX_LARGE_MAX,
             skip_refill: false,
             tx_full: false,
             rx_avail_at_tick_kick: None,
@@ -332,8 +344,10 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
         if usize::from(self.stats.rx.in_flight()) != buffers.rx_posted {
             return fail("RX ring indices disagree with the posted buffers");
         }
-        if buffers.tx_large_free > TX_LARGE_POOL {
-            return fail("more large TX buffers kept than the pool holds");
+        if buffers.tx_large_posted + buffers.tx_large_free != self.tx_large_allocated
+            || self.tx_large_allocated > self.tx_large_max
+        {
+            return fail("large TX buffers posted + free != allocated, or above the limit");
         }
         if usize::from(self.stats.tx.in_flight()) != buffers.tx_posted + buffers.tx_large_posted {
             return fail("TX ring indices disagree with the posted buffers");
@@ -493,9 +507,13 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
         Ok(reaped)
     }
 
-    /// Whether a frame can be queued right now (a free buffer and descriptor).
+    /// Whether a frame can be queued right now: a free buffer and descriptor,
+    /// and with TSO a large buffer too (the frame's size is not known yet).
     pub fn can_transmit(&mut self) -> bool {
-        let ok = !self.tx_free.is_empty() && self.raw.can_send();
+        let large_ok = !self.offloads.tso4
+            || !self.tx_large_free.is_empty()
+            || self.tx_large_allocated < self.tx_large_max;
+        let ok = !self.tx_free.is_empty() && self.raw.can_send() && large_ok;
         // One event per time the ring fills up, not per refused attempt.
         if !ok && !self.tx_full {
             self.stats.tx_full_events += 1;
@@ -542,11 +560,13 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
             return fill(&mut alloc::vec![0u8; len]).0;
         };
         let (result, offload) = fill(frame);
+        // A frame in a large buffer exceeds one segment and must be segmented;
+        // a small one may be too (a little over one MSS).
         let large = buf.len() > TX_BUFFER_LEN;
         let accepted = match offload {
             None => !large,
             Some(o) => {
-                o.gso.is_some() == large
+                (o.gso.is_some() || !large)
                     && self.offloads.tx_checksum
                     && (o.gso.is_none() || self.offloads.tso4)
                     && buf.get_mut(..header_len).is_some_and(|h| o.write_header(h))
@@ -597,18 +617,33 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
         if let Some(buf) = self.tx_large_free.pop() {
             return Some(buf);
         }
+        if self.tx_large_allocated >= self.tx_large_max {
+            return None;
+        }
         let mut v = Vec::new();
         v.try_reserve_exact(TX_LARGE_LEN).ok()?;
         v.resize(TX_LARGE_LEN, 0u8);
+        self.tx_large_allocated += 1;
         Some(v.into_boxed_slice())
     }
 
-    /// Returns a TX buffer to its pool (a large one beyond the pool is freed).
+    /// Returns a TX buffer to its pool.
     fn put_tx_buffer(&mut self, buf: Box<[u8]>) {
         if buf.len() <= TX_BUFFER_LEN {
             self.tx_free.push(buf);
-        } else if self.tx_large_free.len() < TX_LARGE_POOL {
+        } else if self.tx_large_allocated > self.tx_large_max {
+            self.tx_large_allocated -= 1;
+        } else {
             self.tx_large_free.push(buf);
+        }
+    }
+
+    /// Caps the large (TSO) TX buffers at `max` (at least one), e.g. to a
+    /// share of the heap; buffers above a lowered cap are freed as they come back.
+    pub fn limit_large_buffers(&mut self, max: usize) {
+        self.tx_large_max = max.max(1);
+        while self.tx_large_allocated > self.tx_large_max && self.tx_large_free.pop().is_some() {
+            self.tx_large_allocated -= 1;
         }
     }
 

@@ -124,33 +124,45 @@ fn offload_headers_and_large_frames_reach_the_device() {
     }
 }
 
-/// The large pool keeps at most TX_LARGE_POOL buffers; more in flight are
-/// allocated, and freed when the device returns them.
+/// Large buffers are capped: with all of them in flight `can_transmit` says
+/// no (counted as TX-full) until the device returns one; a lowered cap frees
+/// the surplus as buffers come back.
 #[test]
-fn large_pool_is_bounded() {
+fn large_buffers_are_capped_with_backpressure() {
     const Q: usize = 64;
+    const CAP: usize = 8;
     let dev = FakeNet::new(with_offloads(DeviceConfig::modern()));
     let mut driver =
         Driver::<FakeHal, _, _, Q>::start(MaskedTransport(dev.transport()), dev.kick())
             .expect("driver starts");
+    driver.limit_large_buffers(CAP);
     for round in 0..3u8 {
+        let full_before = driver.stats.tx_full_events;
         let mut queued = 0;
-        while driver.can_transmit() {
+        while driver.can_transmit() && queued < Q {
             driver.transmit(4000, |buf| {
                 buf.fill(round);
                 ((), Some(tso(1460)))
             });
             queued += 1;
         }
-        assert!(queued > TX_LARGE_POOL, "{queued} frames in flight");
-        assert_eq!(driver.buffers().tx_large_posted, queued);
+        assert_eq!(queued, CAP, "one large frame per large buffer");
+        assert_eq!(driver.stats.tx_full_events, full_before + 1);
         driver.audit().expect("audit");
         dev.complete_tx(usize::MAX);
         driver.reap_tx().expect("reap");
         driver.audit().expect("audit");
-        assert_eq!(driver.buffers().tx_large_free, TX_LARGE_POOL);
-        assert_eq!(dev.take_sent().len(), queued);
+        assert_eq!(driver.buffers().tx_large_free, CAP);
+        assert_eq!(dev.take_sent().len(), CAP);
     }
+    driver.transmit(4000, |_| ((), Some(tso(1460))));
+    driver.limit_large_buffers(2);
+    driver.audit().expect("audit after lowering the cap");
+    dev.complete_tx(usize::MAX);
+    driver.reap_tx().expect("reap");
+    let b = driver.buffers();
+    assert_eq!((b.tx_large_posted, b.tx_large_free), (0, 2));
+    driver.audit().expect("audit");
     assert_eq!(driver.stats.tx_errors, 0);
 }
 
@@ -171,16 +183,23 @@ fn offloads_not_negotiated_are_refused() {
         assert_eq!(driver.stats.tx_errors, i as u64 + 1);
         driver.audit().expect("audit");
     }
-    let (mut driver, _) = start(with_offloads(DeviceConfig::modern()));
-    // With offloads: a small frame may not claim segmentation, a large one must.
-    driver.transmit(1000, |_| ((), Some(tso(1460))));
-    driver.transmit(3000, |_| ((), Some(CSUM_ONLY)));
-    driver.transmit(TX_LARGE_LEN, |_| ((), Some(tso(1460))));
-    assert_eq!(driver.stats.tx_errors, 3);
-    driver.audit().expect("audit");
-    assert_eq!(driver.buffers().tx_large_posted, 0);
     dev.complete_tx(usize::MAX);
     assert!(dev.take_sent().is_empty());
+
+    let (mut driver, dev) = start(with_offloads(DeviceConfig::modern()));
+    // With offloads: a frame beyond one buffer must ask for segmentation...
+    driver.transmit(3000, |_| ((), Some(CSUM_ONLY)));
+    driver.transmit(TX_LARGE_LEN, |_| ((), Some(tso(1460))));
+    assert_eq!(driver.stats.tx_errors, 2);
+    driver.audit().expect("audit");
+    assert_eq!(driver.buffers().tx_large_posted, 0);
+    // ...and a small one may: a little over one MSS is still two segments.
+    driver.transmit(1600, |_| ((), Some(tso(1448))));
+    assert_eq!(driver.stats.tx_errors, 2);
+    dev.complete_tx(usize::MAX);
+    let headers = core::mem::take(&mut dev.state_mut().sent_headers);
+    assert_eq!(dev.take_sent().len(), 1);
+    assert_eq!(TxOffload::read_header(&headers[0]), Some(tso(1448)));
 }
 
 /// DATA_VALID marks a frame as vouched for only with GUEST_CSUM negotiated.
