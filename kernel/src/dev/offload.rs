@@ -163,9 +163,6 @@ pub fn rx_checksum_vouched(header: &[u8]) -> bool {
 }
 
 impl<T: Transport> Transport for OffloadTransport<T> {
-    fn device_type(&self) -> DeviceType {
-        self.inner.device_type()
-    }
     fn read_device_features(&mut self) -> u64 {
         self.inner.read_device_features()
     }
@@ -173,60 +170,7 @@ impl<T: Transport> Transport for OffloadTransport<T> {
         self.inner
             .write_driver_features(driver_features | self.extra)
     }
-    fn max_queue_size(&mut self, queue: u16) -> u32 {
-        self.inner.max_queue_size(queue)
-    }
-    fn notify(&mut self, queue: u16) {
-        self.inner.notify(queue)
-    }
-    fn get_status(&self) -> DeviceStatus {
-        self.inner.get_status()
-    }
-    fn set_status(&mut self, status: DeviceStatus) {
-        self.inner.set_status(status)
-    }
-    fn set_guest_page_size(&mut self, guest_page_size: u32) {
-        self.inner.set_guest_page_size(guest_page_size)
-    }
-    fn requires_legacy_layout(&self) -> bool {
-        self.inner.requires_legacy_layout()
-    }
-    fn queue_set(
-        &mut self,
-        queue: u16,
-        size: u32,
-        descriptors: PhysAddr,
-        driver_area: PhysAddr,
-        device_area: PhysAddr,
-    ) {
-        self.inner
-            .queue_set(queue, size, descriptors, driver_area, device_area)
-    }
-    fn queue_unset(&mut self, queue: u16) {
-        self.inner.queue_unset(queue)
-    }
-    fn queue_used(&mut self, queue: u16) -> bool {
-        self.inner.queue_used(queue)
-    }
-    fn ack_interrupt(&mut self) -> InterruptStatus {
-        self.inner.ack_interrupt()
-    }
-    fn read_config_generation(&self) -> u32 {
-        self.inner.read_config_generation()
-    }
-    fn read_config_space<V: FromBytes + IntoBytes>(
-        &self,
-        offset: usize,
-    ) -> virtio_drivers::Result<V> {
-        self.inner.read_config_space(offset)
-    }
-    fn write_config_space<V: IntoBytes + Immutable>(
-        &mut self,
-        offset: usize,
-        value: V,
-    ) -> virtio_drivers::Result<()> {
-        self.inner.write_config_space(offset, value)
-    }
+    super::masked::forward_transport!(inner);
 }
 
 #[cfg(test)]
