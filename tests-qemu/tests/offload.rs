@@ -5,8 +5,12 @@
 //!
 //! QEMU opens a tap created in the host namespace (down, no address: no
 //! traffic there), which is then moved into the test's namespace, where the
-//! clients run. Needs root; skipped otherwise.
+//! clients run. The namespace's own stack trusts partial checksums, so
+//! `tests-qemu/offload/tap_checksums.py` captures the guest's frames on the
+//! tap and checks the partial checksums the way a forwarding host would
+//! complete them. Needs root; skipped otherwise.
 
+use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -21,6 +25,9 @@ const HOST_CIDR: &str = "10.0.4.1/24";
 const PARALLEL: usize = 6;
 /// Bound on one curl download (seconds).
 const CURL_MAX_S: u64 = 60;
+/// The checksum capture ends after this many TCP frames or seconds.
+const CAPTURE_FRAMES: u32 = 3000;
+const CAPTURE_S: u32 = 30;
 
 /// A tap in the host namespace, deleted on drop if it is still there (once
 /// moved into a namespace it goes with it).
@@ -107,6 +114,23 @@ fn tap_offloads_carry_large_downloads_byte_exact() {
         fail(&guest, e);
     }
 
+    let script = boot_image::repo_root().join("tests-qemu/offload/tap_checksums.py");
+    let mut capture = ns
+        .command("python3")
+        .arg(&script)
+        .args([
+            tap.0.clone(),
+            CAPTURE_FRAMES.to_string(),
+            CAPTURE_S.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the checksum capture");
+    let mut capture_out = BufReader::new(capture.stdout.take().expect("piped"));
+    let mut line = String::new();
+    capture_out.read_line(&mut line).expect("capture output");
+    assert_eq!(line.trim(), "ready", "checksum capture did not start");
+
     let start = Instant::now();
     let assets = ["large.bin", "bench/64k.bin", "bench/4k.html"];
     let children: Vec<(&str, std::process::Child)> = assets
@@ -133,6 +157,22 @@ fn tap_offloads_carry_large_downloads_byte_exact() {
         }
     }
     let elapsed = start.elapsed();
+    line.clear();
+    capture_out.read_line(&mut line).expect("capture counts");
+    let _ = capture.wait();
+    let counted = |name: &str| stat(&line, name);
+    match (
+        counted("partial_ok"),
+        counted("partial_bad"),
+        counted("full_bad"),
+        counted("over_mtu"),
+    ) {
+        (Some(ok), Some(0), Some(0), Some(tso)) if ok > 0 && tso > 0 => {}
+        _ => problems.push(format!(
+            "checksums on the tap (want partial ones all right, TSO frames seen): {}",
+            line.trim()
+        )),
+    }
 
     let stats = curl(&ns, "/api/stats.json")
         .wait_with_output()
@@ -155,8 +195,9 @@ fn tap_offloads_carry_large_downloads_byte_exact() {
     note(
         TEST,
         format_args!(
-            "{} downloads ({PARALLEL} each of {assets:?}) in {elapsed:.2?}; {offloads}",
-            PARALLEL * assets.len()
+            "{} downloads ({PARALLEL} each of {assets:?}) in {elapsed:.2?}; {offloads}; tap frames: {}",
+            PARALLEL * assets.len(),
+            line.trim()
         ),
     );
     if !problems.is_empty() {
