@@ -131,11 +131,13 @@ impl<const N: usize> Device for Phy<N> {
         caps.checksum.tcp = Checksum::Tx;
         caps.checksum.udp = Checksum::Tx;
         caps.checksum.icmpv4 = Checksum::Tx;
+        // Called by smoltcp between tokens, never while one holds the driver;
+        // should that change, no offloads is the safe answer.
         let offloads = self
             .driver
-            .borrow()
-            .as_ref()
-            .map(NetDriver::offloads)
+            .try_borrow()
+            .ok()
+            .and_then(|d| d.as_ref().map(NetDriver::offloads))
             .unwrap_or_default();
         if offloads.tx_checksum {
             caps.checksum.tcp = Checksum::None;
