@@ -315,8 +315,9 @@ for spec in ${instances[@]+"${instances[@]}"}; do
     case "$port" in
     '' | *[!0-9]*) die "--instance $spec: PORT must be a number" 2 ;;
     esac
-    if [ "${#port}" -gt 5 ] || [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then
-        die "--instance $spec: PORT out of range" 2
+    # The instance's admin port is PORT + 1000.
+    if [ "${#port}" -gt 5 ] || [ "$port" -lt 1 ] || [ "$port" -gt 64535 ]; then
+        die "--instance $spec: PORT out of range (1-64535: its admin port is PORT + 1000)" 2
     fi
 done
 
@@ -390,10 +391,16 @@ for spec in ${instances[@]+"${instances[@]}"}; do
         say "kept $CONF/instances/$name.env (UNIKERNEL_PORT=$(setting "$env" UNIKERNEL_PORT))"
     else
         mkdir -p "$R$CONF/instances"
-        sed "s/^UNIKERNEL_PORT=.*/UNIKERNEL_PORT=\"$port\"/" "$DEPLOY/unikernel.env" >"$env.tmp.$$"
+        # Each instance its own admin port (its site port + 1000, on
+        # 127.0.0.1 only) and access log.
+        admin_port=$((port + 1000))
+        sed -e "s/^UNIKERNEL_PORT=.*/UNIKERNEL_PORT=\"$port\"/" \
+            -e "s/^UNIKERNEL_ADMIN_PORT=.*/UNIKERNEL_ADMIN_PORT=\"$admin_port\"/" \
+            -e "s|^UNIKERNEL_ACCESS_LOG=.*|UNIKERNEL_ACCESS_LOG=\"/var/log/unikernel/$name-access.log\"|" \
+            "$DEPLOY/unikernel.env" >"$env.tmp.$$"
         chmod 0644 "$env.tmp.$$"
         mv -f "$env.tmp.$$" "$env"
-        say "created $CONF/instances/$name.env (UNIKERNEL_PORT=$port)"
+        say "created $CONF/instances/$name.env (UNIKERNEL_PORT=$port, UNIKERNEL_ADMIN_PORT=$admin_port)"
     fi
     names+=("$name")
 done

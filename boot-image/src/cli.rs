@@ -104,12 +104,20 @@ impl Default for RunOptions {
 }
 
 impl RunOptions {
+    /// `cargo run` serves the admin endpoints on the site's port (`admin=public`)
+    /// unless `--config admin=...` says otherwise, passes the host's clock
+    /// (`clock=`), and adds the access log's console when `access_log` is set.
     pub fn qemu_config(&self) -> QemuConfig {
+        let mut config = self.config.clone();
+        if !self.config.iter().any(|i| i.starts_with("admin=")) {
+            config.push("admin=public".to_string());
+        }
         QemuConfig {
             accel: self.accel,
             memory_mib: self.memory_mib,
             host_port: self.port,
-            config: self.config.clone(),
+            config,
+            wall_clock: Some(boot_image::now_unix()),
             no_reboot: !self.reboot,
             qmp_socket: self.qmp.clone(),
             initrd: self.bundle.clone(),
@@ -316,6 +324,10 @@ mod tests {
         let cfg = opts.qemu_config();
         assert!(cfg.no_reboot && cfg.debug_exit);
         assert_eq!(cfg.host_port, Some(8080));
+        assert_eq!(cfg.config, ["admin=public"]);
+        assert!(cfg.wall_clock.is_some_and(|s| s > 1_700_000_000));
+        let own = run(&["--config", "admin=port"]).qemu_config();
+        assert_eq!(own.config, ["admin=port"]);
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub use builder::{
 pub use guest::{FAULT_EXIT_STATUS, Guest, is_banner};
 pub use kvm::kvm_usable;
 pub use qemu_command::{
-    Accel, CONFIG_FW_CFG_NAME, GUEST_HTTP_PORT, QEMU_PROGRAM, QemuConfig, config_string, qemu_args,
-    qemu_command, validate_config_item,
+    ACCESS_LOG_CHARDEV, Accel, AccessLogChannel, CONFIG_FW_CFG_NAME, GUEST_ADMIN_PORT,
+    GUEST_HTTP_PORT, QEMU_PROGRAM, QemuConfig, config_string, now_unix, qemu_args, qemu_command,
+    validate_config_item,
 };

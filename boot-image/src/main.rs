@@ -10,8 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use boot_image::{Artifacts, FAULT_EXIT_STATUS, Guest, build_image, build_image_with_site};
+use boot_image::{
+    AccessLogChannel, Artifacts, FAULT_EXIT_STATUS, GUEST_ADMIN_PORT, Guest, build_image,
+    build_image_with_site, repo_root,
+};
 use cli::{Cli, RunOptions, USAGE};
+use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
 
 /// How long QEMU gets to exit by itself after Ctrl-C before it is killed.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
@@ -106,13 +111,49 @@ fn run(opts: &RunOptions) -> ExitCode {
         ));
     }
 
-    let mut guest = match Guest::start(&artifacts.image, &opts.qemu_config(), true) {
+    let mut cfg = opts.qemu_config();
+    let access_log = opts.port.map(|port| {
+        let path = repo_root().join(format!("target/run/access-{port}.log"));
+        cfg.access_log = Some(AccessLogChannel::File(path.clone()));
+        path
+    });
+    if let Some(dir) = access_log.as_ref().and_then(|p| p.parent())
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        return fail(&format!("creating {}: {e}", dir.display()));
+    }
+    let mut guest = match Guest::start(&artifacts.image, &cfg, true) {
         Ok(g) => g,
         Err(_) if interrupted.load(Ordering::SeqCst) => return interrupted_exit(),
         Err(e) => return fail(&e),
     };
     if let Some(port) = opts.port {
         eprintln!("boot-image: site: http://127.0.0.1:{port}/");
+        if cfg.config.iter().any(|i| i == "admin=public") {
+            eprintln!(
+                "boot-image: admin=public: /metrics, /api/stats.json, /api/requests.json, /status and \
+                 /debug/* are on this port too (local development; a deployment serves them on guest \
+                 port {GUEST_ADMIN_PORT})"
+            );
+        }
+    }
+    if let Some(path) = access_log {
+        // Shown on a terminal only: a script reading the serial console
+        // (scripts/soak) gets the kernel's lines alone.
+        let show = std::io::stdout().is_terminal();
+        eprintln!(
+            "boot-image: access log: {}{}",
+            path.display(),
+            if show {
+                " (also shown here as `access| ...`)"
+            } else {
+                ""
+            }
+        );
+        if show {
+            let stop = Arc::clone(&interrupted);
+            std::thread::spawn(move || follow(&path, &stop));
+        }
     }
 
     let status = loop {
@@ -136,6 +177,38 @@ fn run(opts: &RunOptions) -> ExitCode {
         Some(status) => report_exit(status, &artifacts),
         // Killed by us after Ctrl-C: the user asked for it.
         None => ExitCode::SUCCESS,
+    }
+}
+
+/// Prints the lines appended to `path` as `access| <line>` until `stop`.
+fn follow(path: &PathBuf, stop: &AtomicBool) {
+    let mut offset = 0u64;
+    let mut partial = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(POLL);
+        let Ok(mut file) = std::fs::File::open(path) else {
+            continue;
+        };
+        if file.seek(SeekFrom::Start(offset)).is_err() {
+            continue;
+        }
+        let mut new = Vec::new();
+        let Ok(n) = file.read_to_end(&mut new) else {
+            continue;
+        };
+        offset += n as u64;
+        partial.extend_from_slice(&new);
+        let Some(end) = partial.iter().rposition(|&b| b == b'\n') else {
+            continue;
+        };
+        let mut out = std::io::stdout().lock();
+        for line in partial[..end].split(|&b| b == b'\n') {
+            let _ = out.write_all(b"access| ");
+            let _ = out.write_all(line);
+            let _ = out.write_all(b"\n");
+        }
+        let _ = out.flush();
+        partial.drain(..=end);
     }
 }
 

@@ -16,6 +16,26 @@ pub const CONFIG_FW_CFG_NAME: &str = "opt/unikernel/config";
 /// The guest port that `QemuConfig::host_port` is forwarded to.
 pub const GUEST_HTTP_PORT: u16 = 80;
 
+/// The guest port of the admin endpoints (the kernel's default `admin_port`),
+/// which `QemuConfig::admin_host_port` is forwarded to.
+pub const GUEST_ADMIN_PORT: u16 = 8081;
+
+/// The chardev id of the access log's virtio console.
+pub const ACCESS_LOG_CHARDEV: &str = "accesslog";
+
+/// The guest configuration key the launcher sets to the wall-clock time.
+pub const CLOCK_KEY: &str = "clock";
+
+/// The host end of the access log's virtio console.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLogChannel {
+    /// Appended to this file (QEMU creates it if missing).
+    File(PathBuf),
+    /// A Unix socket QEMU listens on (`server=on,wait=off`): whoever connects
+    /// reads the log; while nobody reads, the guest counts drops.
+    Socket(PathBuf),
+}
+
 /// Which accelerator QEMU runs the guest with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accel {
@@ -63,6 +83,15 @@ pub struct QemuConfig {
     /// `false`: `-M microvm,acpi=off` (QEMU then describes the virtio-mmio devices
     /// on the kernel command line, as Firecracker does). Default `true`.
     pub acpi: bool,
+    /// With a NIC: host `127.0.0.1:p` forwarded to the guest's admin port
+    /// [`GUEST_ADMIN_PORT`]. Default `None`.
+    pub admin_host_port: Option<u16>,
+    /// A virtio serial port (`virtio-serial-device` + `virtserialport` 1)
+    /// whose host end receives the access log. Default `None`.
+    pub access_log: Option<AccessLogChannel>,
+    /// Unix seconds passed to the guest as `clock=` (its wall clock where it
+    /// has no RTC, i.e. under KVM). Default `None`; see [`now_unix`].
+    pub wall_clock: Option<u64>,
     /// Appended to the command line verbatim.
     pub extra_args: Vec<String>,
     /// How long [`crate::Guest::start`] waits for the banner under KVM before falling
@@ -86,6 +115,9 @@ impl Default for QemuConfig {
             initrd: None,
             append: None,
             acpi: true,
+            admin_host_port: None,
+            access_log: None,
+            wall_clock: None,
             extra_args: Vec::new(),
             banner_timeout: Duration::from_secs(15),
             serial_log: None,
@@ -99,8 +131,20 @@ impl QemuConfig {
         if self.memory_mib == 0 {
             return Err("memory size must be at least 1 MiB".to_string());
         }
-        if self.host_port == Some(0) {
+        if self.host_port == Some(0) || self.admin_host_port == Some(0) {
             return Err("host port must not be 0".to_string());
+        }
+        if self.admin_host_port.is_some() && self.admin_host_port == self.host_port {
+            return Err("the admin port must differ from the site's port".to_string());
+        }
+        if let Some(AccessLogChannel::File(path) | AccessLogChannel::Socket(path)) =
+            &self.access_log
+            && path.to_str().is_none()
+        {
+            return Err(format!(
+                "access log path {} is not valid UTF-8",
+                path.display()
+            ));
         }
         for item in &self.config {
             validate_config_item(item)?;
@@ -159,14 +203,16 @@ fn push_all(args: &mut Vec<OsString>, items: &[&str]) {
 pub fn qemu_args(image: &Path, accel: Accel, cfg: &QemuConfig) -> Result<Vec<OsString>, String> {
     cfg.validate()?;
     let mut args: Vec<OsString> = Vec::new();
+    // rtc=on: the CMOS RTC, the guest's wall clock, under KVM too (microvm
+    // leaves it out with KVM by default).
     push_all(
         &mut args,
         &[
             "-M",
             if cfg.acpi {
-                "microvm"
+                "microvm,rtc=on"
             } else {
-                "microvm,acpi=off"
+                "microvm,acpi=off,rtc=on"
             },
         ],
     );
@@ -208,7 +254,12 @@ pub fn qemu_args(image: &Path, accel: Accel, cfg: &QemuConfig) -> Result<Vec<OsS
         &["-device", "ib700", "-action", "watchdog=reset"],
     );
     if let Some(port) = cfg.host_port {
-        let netdev = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_HTTP_PORT}");
+        let mut netdev = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_HTTP_PORT}");
+        if let Some(admin) = cfg.admin_host_port {
+            netdev.push_str(&format!(
+                ",hostfwd=tcp:127.0.0.1:{admin}-:{GUEST_ADMIN_PORT}"
+            ));
+        }
         push_all(
             &mut args,
             &[
@@ -219,8 +270,44 @@ pub fn qemu_args(image: &Path, accel: Accel, cfg: &QemuConfig) -> Result<Vec<OsS
             ],
         );
     }
-    if !cfg.config.is_empty() {
-        let joined = config_string(&cfg.config)?;
+    if let Some(channel) = &cfg.access_log {
+        // validate() checked that the path is UTF-8.
+        let chardev = match channel {
+            AccessLogChannel::File(path) => format!(
+                "file,id={ACCESS_LOG_CHARDEV},path={},append=on",
+                escape_option_value(&path.to_string_lossy())
+            ),
+            AccessLogChannel::Socket(path) => format!(
+                "socket,id={ACCESS_LOG_CHARDEV},path={},server=on,wait=off",
+                escape_option_value(&path.to_string_lossy())
+            ),
+        };
+        // Port 1 of a multiport device, where the guest writes: QEMU throttles
+        // a serial port whose host end does not read (a `virtconsole` would
+        // drop the data instead, uncounted).
+        let console = format!("virtserialport,chardev={ACCESS_LOG_CHARDEV},nr=1,name=access-log");
+        push_all(
+            &mut args,
+            &[
+                "-device",
+                "virtio-serial-device",
+                "-chardev",
+                &chardev,
+                "-device",
+                &console,
+            ],
+        );
+    }
+    let mut items = cfg.config.clone();
+    if let Some(secs) = cfg.wall_clock
+        && !items
+            .iter()
+            .any(|i| i.split_once('=').is_some_and(|(k, _)| k == CLOCK_KEY))
+    {
+        items.push(format!("{CLOCK_KEY}={secs}"));
+    }
+    if !items.is_empty() {
+        let joined = config_string(&items)?;
         let fw_cfg = format!(
             "name={CONFIG_FW_CFG_NAME},string={}",
             escape_option_value(&joined)
@@ -242,6 +329,13 @@ pub fn qemu_args(image: &Path, accel: Accel, cfg: &QemuConfig) -> Result<Vec<OsS
     }
     args.extend(cfg.extra_args.iter().map(OsString::from));
     Ok(args)
+}
+
+/// The host's wall clock now, in Unix seconds, for [`QemuConfig::wall_clock`].
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The QEMU command for `image`, with stdin null and stdout (the serial console) and
@@ -287,7 +381,7 @@ mod tests {
     #[test]
     fn default_command_line() {
         let a = args(Accel::Kvm, &QemuConfig::default());
-        let expected = "-M microvm -accel kvm -m 128M -smp 1 -nodefaults -no-user-config \
+        let expected = "-M microvm,rtc=on -accel kvm -m 128M -smp 1 -nodefaults -no-user-config \
             -display none -serial stdio -kernel /img/unikernel.elf -no-reboot \
             -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
             -device ib700 -action watchdog=reset \
@@ -318,9 +412,9 @@ mod tests {
         let a = args(Accel::Tcg, &cfg);
         assert_eq!(values(&a, "-initrd"), ["/srv/site.bundle"]);
         assert_eq!(values(&a, "-append"), ["sockets=8 log=debug"]);
-        assert_eq!(values(&a, "-M"), ["microvm,acpi=off"]);
+        assert_eq!(values(&a, "-M"), ["microvm,acpi=off,rtc=on"]);
         let plain = args(Accel::Tcg, &QemuConfig::default());
-        assert_eq!(values(&plain, "-M"), ["microvm"]);
+        assert_eq!(values(&plain, "-M"), ["microvm,rtc=on"]);
         assert!(!plain.iter().any(|x| x == "-initrd" || x == "-append"));
     }
 
@@ -354,6 +448,54 @@ mod tests {
             ["user,id=net0,hostfwd=tcp:127.0.0.1:18081-:80"]
         );
         assert!(values(&a, "-device").contains(&"virtio-net-device,netdev=net0"));
+    }
+
+    #[test]
+    fn admin_port_access_log_and_clock() {
+        let cfg = QemuConfig {
+            host_port: Some(18080),
+            admin_host_port: Some(18081),
+            access_log: Some(AccessLogChannel::File(PathBuf::from("/tmp/a,b.log"))),
+            wall_clock: Some(1_796_228_100),
+            config: vec!["log=debug".into()],
+            ..QemuConfig::default()
+        };
+        let a = args(Accel::Tcg, &cfg);
+        assert_eq!(
+            values(&a, "-netdev"),
+            ["user,id=net0,hostfwd=tcp:127.0.0.1:18080-:80,hostfwd=tcp:127.0.0.1:18081-:8081"]
+        );
+        assert_eq!(
+            values(&a, "-chardev"),
+            ["file,id=accesslog,path=/tmp/a,,b.log,append=on"]
+        );
+        let devices = values(&a, "-device");
+        assert!(devices.contains(&"virtio-serial-device"));
+        assert!(devices.contains(&"virtserialport,chardev=accesslog,nr=1,name=access-log"));
+        assert_eq!(
+            values(&a, "-fw_cfg"),
+            ["name=opt/unikernel/config,string=log=debug,,clock=1796228100"]
+        );
+        // A clock= the user set wins.
+        let cfg = QemuConfig {
+            config: vec!["clock=1000000000".into()],
+            access_log: Some(AccessLogChannel::Socket(PathBuf::from("/run/a.sock"))),
+            ..cfg
+        };
+        let a = args(Accel::Tcg, &cfg);
+        assert_eq!(
+            values(&a, "-fw_cfg"),
+            ["name=opt/unikernel/config,string=clock=1000000000"]
+        );
+        assert_eq!(
+            values(&a, "-chardev"),
+            ["socket,id=accesslog,path=/run/a.sock,server=on,wait=off"]
+        );
+        let same = QemuConfig {
+            admin_host_port: Some(18080),
+            ..cfg
+        };
+        assert!(same.validate().is_err());
     }
 
     #[test]

@@ -45,6 +45,9 @@ job "unikernel" {
 
     network {
       port "http" {}
+      # The admin endpoints (/metrics, /api/stats.json, /status): forwarded
+      # from the client's 127.0.0.1 only; scrape them on the client itself.
+      port "admin" {}
     }
 
     # One guest at a time; a new one must pass its check for 10 s; a version
@@ -92,14 +95,17 @@ job "unikernel" {
       config {
         command = "qemu-system-x86_64"
         args = [
-          "-M", "microvm", "-accel", "kvm", "-accel", "tcg", "-m", "128M", "-smp", "1",
+          "-M", "microvm,rtc=on", "-accel", "kvm", "-accel", "tcg", "-m", "128M", "-smp", "1",
           "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
           "-kernel", "${var.image}", "-no-reboot",
           "-initrd", "${NOMAD_TASK_DIR}/site.bundle",
           "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
           "-device", "ib700", "-action", "watchdog=reset",
-          "-netdev", "user,id=net0,restrict=on,hostfwd=tcp:${NOMAD_IP_http}:${NOMAD_HOST_PORT_http}-:80",
+          "-netdev", "user,id=net0,restrict=on,hostfwd=tcp:${NOMAD_IP_http}:${NOMAD_HOST_PORT_http}-:80,hostfwd=tcp:127.0.0.1:${NOMAD_HOST_PORT_admin}-:8081",
           "-device", "virtio-net-device,netdev=net0",
+          "-device", "virtio-serial-device",
+          "-chardev", "file,id=accesslog,path=${NOMAD_ALLOC_DIR}/logs/access.log,append=on",
+          "-device", "virtserialport,chardev=accesslog,nr=1,name=access-log",
           "-append", "${var.guest_config}",
         ]
       }

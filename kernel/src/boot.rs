@@ -1,19 +1,26 @@
 //! Bring-up order and the idle loop.
 
+use crate::access_sink::Sink;
 use crate::app::Site;
 use crate::app::Stats;
-use crate::arch::{self, clock, cpu, fault, gdt, idt, ioapic, lapic, lockup, serial, watchdog};
+use crate::app::access_log::{self, AccessLog};
+use crate::arch::{
+    self, clock, cpu, fault, gdt, idt, ioapic, lapic, lockup, rtc, serial, watchdog,
+};
 use crate::cmdline;
-use crate::config::{Config, LogLevel, MAX_CONFIG_LEN, NetFault};
+use crate::config::{ADMIN_SOCKETS, Admin, Config, LogLevel, MAX_CONFIG_LEN, NetFault};
+use crate::dev::console::Console;
 use crate::dev::fw_cfg;
 use crate::dev::net::{self as dev_net, NetDriver};
 use crate::dev::virtio::{self, MaskedTransport, MmioWindow};
 use crate::diag::StackRange;
+use crate::http::Stamp;
 use crate::mem::{frames, handover, heap, paging};
 use crate::net::Stack;
 use crate::net::server::Server;
 use crate::net::sizing;
 use crate::site_source;
+use crate::wall_clock;
 use bootloader_api::BootInfo;
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use core::sync::atomic::Ordering;
@@ -127,7 +134,9 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         arch::fault_inject::inject(fault);
     }
     let listed = devices_outside_ram(&cmdline_devices, &boot_info.memory_regions);
-    let nic = find_nic(&config, &ioapics, &listed);
+    let epoch_ms = start_wall_clock(&config);
+    let mut console = None;
+    let nic = find_nic(&config, &ioapics, &listed, &mut console);
     log::info!("kernel: init complete");
     let lockup_ticks = config.lockup_ms * clock::TICK_HZ / 1000;
     log::info!(
@@ -139,10 +148,50 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         idle(lockup_ticks, main_loop_fault)
     };
     // The ring size is a type parameter of the driver: one instance per supported size.
+    let extras = Extras {
+        epoch_ms,
+        console,
+        site,
+    };
     match config.queue_size {
-        16 => serve::<16>(window, &config, site, lockup_ticks, main_loop_fault),
-        _ => serve::<256>(window, &config, site, lockup_ticks, main_loop_fault),
+        16 => serve::<16>(window, &config, extras, lockup_ticks, main_loop_fault),
+        _ => serve::<256>(window, &config, extras, lockup_ticks, main_loop_fault),
     }
+}
+
+/// What `serve` composes besides the NIC.
+struct Extras {
+    epoch_ms: Option<u64>,
+    console: Option<Console>,
+    /// The bundle from the loader, or the baked site.
+    site: Site,
+}
+
+/// Reads the wall clock once (see `wall_clock`) and says where it came from.
+fn start_wall_clock(config: &Config) -> Option<u64> {
+    let rtc = rtc::read_unix();
+    let (epoch_ms, source) = wall_clock::choose(rtc, config.serving.clock, clock::uptime_ms());
+    match epoch_ms {
+        Some(epoch) => {
+            let now = epoch + clock::uptime_ms();
+            let t = crate::http::stamp::DateTime::from_unix(now / 1000);
+            log::info!(
+                "clock: wall clock from {}: {} (RTC {}, clock= {})",
+                source.describe(),
+                t.rfc3339(now % 1000),
+                if rtc.is_some() { "present" } else { "absent" },
+                if config.serving.clock.is_some() {
+                    "set"
+                } else {
+                    "not set"
+                },
+            );
+        }
+        None => log::warn!(
+            "clock: no wall clock (no RTC, no clock= setting): no Date header; access-log times are uptime since boot, shown as 1970-01-01"
+        ),
+    }
+    epoch_ms
 }
 
 /// Finds the NIC and routes its interrupt (unless `fault=no-irq`). Returns its
@@ -151,13 +200,20 @@ fn find_nic(
     config: &Config,
     ioapics: &[ioapic::IoApic],
     listed: &[(u64, u32)],
+    console: &mut Option<Console>,
 ) -> Option<MmioWindow> {
     let mut nic = None;
     let mut take = |found: virtio::Found| {
-        // Every transport found is dropped here, which resets its device: the NIC's
-        // is opened again by the driver, the others stay idle.
+        // Every other transport found is dropped here, which resets its device:
+        // the NIC's is opened again by the driver, the others stay idle. The
+        // first console's is kept by its driver.
         if nic.is_none() && found.transport.device_type() == DeviceType::Network {
             nic = Some((found.window, found.gsi));
+        } else if console.is_none() && found.transport.device_type() == DeviceType::Console {
+            match Console::new(found.transport, found.window) {
+                Ok(c) => *console = Some(c),
+                Err(e) => log::warn!("console: virtio console init failed: {e:?}"),
+            }
         }
     };
     if listed.is_empty() {
@@ -243,7 +299,7 @@ fn devices_outside_ram(
 fn serve<const N: usize>(
     window: MmioWindow,
     config: &Config,
-    site: Site,
+    extras: Extras,
     lockup_ticks: u64,
     fault: Option<crate::config::Fault>,
 ) -> ! {
@@ -271,14 +327,36 @@ fn serve<const N: usize>(
         }
     }
     let heap_free = heap::usage().map_or(0, |u| u.free);
+    let admin = match config.serving.admin {
+        Admin::Port(port) => Some((port, ADMIN_SOCKETS)),
+        Admin::Public => None,
+    };
+    let sockets = config.http_sockets + admin.map_or(0, |(_, n)| n);
     let mut server = Server::new(
         &mut stack.sockets,
         config.http_sockets,
-        sizing::tx_buffer_for(heap_free, config.http_sockets),
+        sizing::tx_buffer_for(heap_free, sockets),
         config.http_limits(),
     );
+    server.add_admin(&mut stack.sockets, admin);
     server.set_profile(arch::profile::write_text);
-    server.set_site(site);
+    server.set_site(extras.site);
+    let stamp = Stamp {
+        epoch_ms: extras.epoch_ms,
+        // Tells request ids of this boot from another's.
+        boot: (cpu::rdtsc() ^ extras.epoch_ms.unwrap_or(0)) as u32,
+    };
+    server.set_stamp(stamp);
+    let (mut sink, destination, why) = Sink::choose(config.serving.access_log, extras.console);
+    log::info!("access log: {} ({why})", destination.as_str());
+    if destination != access_log::Destination::Off {
+        server.set_access_log(AccessLog::new(
+            config.serving.log_format,
+            config.serving.trusted_proxies,
+            stamp,
+            access_log::BUFFER_BYTES,
+        ));
+    }
     let mut stats = Stats::new(VERSION);
     let mut last_tick = clock::ticks();
     let mut stats_stale = false;
@@ -300,12 +378,7 @@ fn serve<const N: usize>(
         let quiet = !from_irq && server.is_idle() && !stack.has_work(now);
         let mut may_sleep = true;
         if !quiet {
-            let listening = server.listening(&stack.sockets);
-            let syns_before = stack.phy.syns_seen;
             let mut worked = stack.poll(now);
-            // smoltcp answers a SYN with no listening socket with RST: that is a refusal.
-            let syns = stack.phy.syns_seen - syns_before;
-            stats.connections_refused += syns.saturating_sub(listening);
             if worked && !from_irq {
                 stats.timer_recoveries += 1;
             }
@@ -324,6 +397,9 @@ fn serve<const N: usize>(
                 && !worked
                 && (stack.tx_blocked()
                     || stack.poll_delay(now) != Some(smoltcp::time::Duration::ZERO));
+        }
+        if sink.pump(server.access_log_buffer(), now) {
+            may_sleep = false;
         }
         if tick != last_tick {
             last_tick = tick;

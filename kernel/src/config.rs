@@ -5,6 +5,9 @@
 
 use core::fmt;
 
+mod serving;
+pub use serving::{ADMIN_SOCKETS, Admin, DEFAULT_ADMIN_PORT, Serving};
+
 /// Longest configuration string read from fw_cfg; the rest is ignored (and reported).
 pub const MAX_CONFIG_LEN: usize = 4096;
 
@@ -137,6 +140,8 @@ pub struct Config {
     /// Main-loop faults (`hang`, `livelock`) wait this long after the loop
     /// starts, so tests can put the guest under load first.
     pub fault_delay_ms: u64,
+    /// Access log, wall clock and admin listener ([`Serving`]).
+    pub serving: Serving,
 }
 
 pub const DEFAULT_LOCKUP_MS: u64 = 5_000;
@@ -169,6 +174,7 @@ impl Default for Config {
             send_timeout_ms: None,
             lockup_ms: DEFAULT_LOCKUP_MS,
             fault_delay_ms: 0,
+            serving: Serving::default(),
         }
     }
 }
@@ -327,7 +333,11 @@ impl Config {
                     Ok(n) if (1..=MAX_HTTP_SOCKETS).contains(&n) => config.http_sockets = n,
                     _ => warn(bad),
                 },
-                _ => warn(ConfigWarning::UnknownKey(key)),
+                _ => match config.serving.set(key, value) {
+                    Some(true) => {}
+                    Some(false) => warn(bad),
+                    None => warn(ConfigWarning::UnknownKey(key)),
+                },
             }
         }
         config

@@ -2,7 +2,9 @@
 -- responses, with the 64 KiB asset every 20th and the 1.5 MiB asset every
 -- 200th request. With SOAK_CLOSE=1 in the environment every request asks for
 -- Connection: close (a new TCP connection per request, the predecessor's workload).
-local small = { "/health", "/", "/style.css", "/api/stats.json", "/bench/4k.html", "/logo.svg" }
+-- Public routes only: the admin endpoints are on their own port (or, with
+-- admin=public, beside these, where soak's own probes read them).
+local small = { "/health", "/", "/style.css", "/docs/", "/bench/4k.html", "/logo.svg" }
 local close = os.getenv("SOAK_CLOSE") == "1"
 local counter = 0
 

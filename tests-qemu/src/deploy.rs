@@ -517,6 +517,8 @@ pub fn flag_values<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
 pub struct UnitGuest {
     pub child: Child,
     pub port: u16,
+    /// Host port of the guest's admin port (`UNIKERNEL_ADMIN_PORT`).
+    pub admin_port: u16,
     pub argv: Vec<String>,
     pub qmp_socket: PathBuf,
     pub serial_path: PathBuf,
@@ -582,13 +584,15 @@ pub fn unit_argv(
 
 impl UnitGuest {
     /// Starts QEMU with `argv` (serial and stderr to `<tag>-*.log` in
-    /// `scratch`); `port` is the host port forwarded to the guest's port 80.
+    /// `scratch`); `port` is the host port forwarded to the guest's port 80,
+    /// `admin_port` the one forwarded to its admin port.
     pub fn spawn(
         test: &str,
         scratch: &TempDir,
         tag: &str,
         argv: Vec<String>,
         port: u16,
+        admin_port: u16,
         qmp_socket: PathBuf,
     ) -> UnitGuest {
         let serial_path = scratch.join(&format!("{tag}-serial.log"));
@@ -605,6 +609,7 @@ impl UnitGuest {
         let guest = UnitGuest {
             child,
             port,
+            admin_port,
             argv,
             qmp_socket,
             serial_path,
@@ -634,7 +639,15 @@ impl UnitGuest {
             let tag = format!("guest-{}", NEXT.fetch_add(1, Ordering::Relaxed));
             let port = free_port();
             let port_text = port.to_string();
-            let mut all: Vec<(&str, &str)> = vec![("UNIKERNEL_PORT", &port_text)];
+            let admin_port = free_port();
+            let admin_text = admin_port.to_string();
+            let access_log = scratch.join(&format!("{tag}-access.log"));
+            let access_text = access_log.to_string_lossy().into_owned();
+            let mut all: Vec<(&str, &str)> = vec![
+                ("UNIKERNEL_PORT", &port_text),
+                ("UNIKERNEL_ADMIN_PORT", &admin_text),
+                ("UNIKERNEL_ACCESS_LOG", &access_text),
+            ];
             all.extend_from_slice(overrides);
             let env = settings("unikernel.env", &all);
             let run = scratch.join(&format!("{tag}-run"));
@@ -646,6 +659,7 @@ impl UnitGuest {
                 &tag,
                 argv,
                 port,
+                admin_port,
                 run.join("unikernel/qmp.sock"),
             );
             // QEMU fails at once when the port is taken. (A guest may also end
@@ -695,8 +709,25 @@ impl UnitGuest {
 
     /// `GET path` on a new connection (timeouts `timeout`).
     pub fn get(&self, path: &str, timeout: Duration) -> Result<Response, String> {
-        let mut client =
-            Client::connect(self.addr(), timeout).map_err(|e| format!("connect: {e}"))?;
+        self.get_from(self.addr(), path, timeout)
+    }
+
+    /// `GET path` on the admin port (`127.0.0.1:UNIKERNEL_ADMIN_PORT`).
+    pub fn admin_get(&self, path: &str, timeout: Duration) -> Result<Response, String> {
+        self.get_from(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, self.admin_port)),
+            path,
+            timeout,
+        )
+    }
+
+    fn get_from(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<Response, String> {
+        let mut client = Client::connect(addr, timeout).map_err(|e| format!("connect: {e}"))?;
         let request =
             format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
         client

@@ -19,7 +19,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use boot_image::{Guest, QemuConfig};
+use boot_image::{AccessLogChannel, Guest, QemuConfig};
 
 use crate::{INIT_TIMEOUT, config, note};
 
@@ -45,6 +45,13 @@ pub const STATS_COUNTERS: &[&str] = &[
     "connections_accepted",
     "connections_active",
     "connections_refused",
+    "syn_cookies_sent",
+    "syn_cookies_valid",
+    "syn_cookies_invalid",
+    "evictions_idle",
+    "evictions_head",
+    "evictions_lingering",
+    "evictions_stalled",
     "connections_timed_out",
     "timeouts_request",
     "timeouts_idle",
@@ -68,6 +75,8 @@ pub const STATS_COUNTERS: &[&str] = &[
     "heap_used",
     "heap_free",
     "loop_iterations",
+    "access_log_lines",
+    "access_log_dropped",
 ];
 
 /// The virtio-mmio transport version QEMU offers the guest.
@@ -108,10 +117,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A booted guest serving HTTP on `127.0.0.1:port`.
+/// A booted guest serving HTTP on `127.0.0.1:port` (the site and `/health`)
+/// and `127.0.0.1:admin_port` (`/metrics`, `/api/*`, `/status`, `/debug/*`),
+/// writing its access log to `access_log`.
 pub struct HttpGuest {
     pub guest: Guest,
     pub port: u16,
+    pub admin_port: u16,
+    /// The host end of the guest's access-log console (a file).
+    pub access_log: PathBuf,
     pub test: String,
     pub transport: Transport,
 }
@@ -146,9 +160,16 @@ pub fn boot_http_image(
     healthy: bool,
 ) -> HttpGuest {
     for attempt in 1..=BOOT_ATTEMPTS {
-        let port = free_port();
+        let (port, admin_port) = (free_port(), free_port());
+        let access_log = std::env::temp_dir().join(format!(
+            "unikernel-access-{test}-{}-{port}.log",
+            std::process::id()
+        ));
         let mut cfg = QemuConfig {
             host_port: Some(port),
+            admin_host_port: Some(admin_port),
+            access_log: Some(AccessLogChannel::File(access_log.clone())),
+            wall_clock: Some(boot_image::now_unix()),
             extra_args: transport.qemu_args(),
             ..config(items)
         };
@@ -179,6 +200,8 @@ pub fn boot_http_image(
         let http = HttpGuest {
             guest,
             port,
+            admin_port,
+            access_log,
             test: test.to_string(),
             transport,
         };
@@ -235,11 +258,31 @@ impl HttpGuest {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    pub fn admin_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.admin_port))
+    }
+
+    /// `path` on the admin port.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// `GET path` on the admin port, on a new connection with `Connection: close`.
+    pub fn admin_get(&self, path: &str) -> Response {
+        get_from(self.admin_addr(), path)
+            .unwrap_or_else(|e| self.fail(format_args!("GET {path} (admin port): {e}")))
+    }
+
+    /// What the guest's access log holds so far.
+    pub fn access_log_text(&self) -> String {
+        std::fs::read_to_string(&self.access_log).unwrap_or_default()
+    }
+
     /// The kernel drove the NIC over the transport the test asked for.
     fn check_transport(&self) {
         let line = self
             .guest
-            .wait_for("(virtio-mmio ", Duration::from_secs(1))
+            .wait_for("Network (virtio-mmio ", Duration::from_secs(1))
             .unwrap_or_else(|e| self.fail(format_args!("no virtio-mmio device line: {e}")));
         let want = format!("(virtio-mmio {})", self.transport.kernel_name());
         if !line.contains("Network") || !line.contains(&want) {
@@ -268,6 +311,12 @@ impl HttpGuest {
         self.fail(format_args!(
             "GET /health did not answer 200 `ok` within {timeout:?}; last: {last}"
         ))
+    }
+
+    /// A new connection to the guest's admin port.
+    pub fn admin_connect(&self) -> Client {
+        Client::connect(self.admin_addr(), IO_TIMEOUT)
+            .unwrap_or_else(|e| self.fail(format_args!("connecting to {}: {e}", self.admin_addr())))
     }
 
     /// A new connection to the guest (connect, read and write timeouts [`IO_TIMEOUT`]).
@@ -315,7 +364,7 @@ impl HttpGuest {
     /// `GET /api/stats.json` (on its own connection, closed after), parsed and
     /// checked: status 200, every counter present and a `u64`.
     pub fn stats(&self) -> Stats {
-        let r = self.get("/api/stats.json");
+        let r = self.admin_get("/api/stats.json");
         if r.status != 200 {
             self.fail(format_args!("/api/stats.json answered {}", r.status));
         }
@@ -355,7 +404,19 @@ impl HttpGuest {
         if self.guest.serial().contains("FATAL ") {
             self.fail("the serial log has a FATAL line");
         }
+        let _ = std::fs::remove_file(&self.access_log);
     }
+}
+
+/// `GET path` to `addr` on a new connection with `Connection: close`.
+pub fn get_from(addr: SocketAddr, path: &str) -> Result<Response, String> {
+    let mut client =
+        Client::connect(addr, IO_TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    client
+        .send(req.as_bytes())
+        .map_err(|e| format!("sending GET {path}: {e}"))?;
+    client.read_response(false)
 }
 
 /// One parsed HTTP response.

@@ -24,6 +24,7 @@
 //! (default auto); `TESTS_QEMU_ECHO=1` copies guest serial output to the
 //! terminal.
 
+pub mod attack;
 pub mod browser;
 pub mod deploy;
 pub mod dump;

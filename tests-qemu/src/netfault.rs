@@ -104,6 +104,17 @@ pub fn skip_reason() -> Option<String> {
     }
 }
 
+/// For tests that need root: prints why `test` skips and returns `true`.
+pub fn skip(test: &str) -> bool {
+    match skip_reason() {
+        Some(why) => {
+            note(test, format_args!("SKIPPED: {why}"));
+            true
+        }
+        None => false,
+    }
+}
+
 /// The relay program, `tests-qemu/relay/relay.py`.
 pub fn relay_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("relay/relay.py")
@@ -724,7 +735,9 @@ impl FaultNet {
         );
         let ip = format!("ip={GUEST_IP}/{PREFIX_LEN}");
         let gateway = format!("gateway={HOST_IP}");
-        let mut items = vec![ip.as_str(), gateway.as_str()];
+        // The relay carries port 80 only: the stats the tests read come
+        // through it, so the admin endpoints stay on that port.
+        let mut items = vec![ip.as_str(), gateway.as_str(), "admin=public"];
         items.extend_from_slice(extra_config);
         let cfg = QemuConfig {
             extra_args: sockets.qemu_args(),

@@ -381,8 +381,15 @@ fn units_settings_and_launcher_agree() {
     // The launcher's QEMU command line (what `cargo run` and every other test
     // boots): each of its devices, actions and flags is in the service.
     let port: u16 = env["UNIKERNEL_PORT"].parse().expect("UNIKERNEL_PORT");
+    let admin_port: u16 = env["UNIKERNEL_ADMIN_PORT"]
+        .parse()
+        .expect("UNIKERNEL_ADMIN_PORT");
     let launcher_cfg = QemuConfig {
         host_port: Some(port),
+        admin_host_port: Some(admin_port),
+        access_log: Some(boot_image::AccessLogChannel::File(PathBuf::from(
+            &env["UNIKERNEL_ACCESS_LOG"],
+        ))),
         config: env["UNIKERNEL_GUEST_CONFIG"]
             .split(",,")
             .map(str::to_string)
@@ -395,7 +402,7 @@ fn units_settings_and_launcher_agree() {
         .map(|a| a.into_string().expect("UTF-8"))
         .collect();
     for flag in [
-        "-M", "-smp", "-display", "-serial", "-action", "-device", "-fw_cfg",
+        "-M", "-smp", "-display", "-serial", "-action", "-device", "-fw_cfg", "-chardev",
     ] {
         for value in flag_values(&launcher, flag) {
             assert!(
@@ -437,7 +444,11 @@ fn units_settings_and_launcher_agree() {
         differing,
         [
             (
-                format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:80").as_str(),
+                format!(
+                    "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:80,\
+                     hostfwd=tcp:127.0.0.1:{admin_port}-:8081"
+                )
+                .as_str(),
                 "tap,id=net0,ifname=uk0,script=no,downscript=no"
             ),
             (
@@ -459,6 +470,8 @@ fn units_settings_and_launcher_agree() {
     for key in [
         "UNIKERNEL_LISTEN",
         "UNIKERNEL_PORT",
+        "UNIKERNEL_ADMIN_PORT",
+        "UNIKERNEL_ACCESS_LOG",
         "UNIKERNEL_ACCEL",
         "UNIKERNEL_MEMORY",
         "UNIKERNEL_GUEST_CONFIG",
@@ -488,6 +501,39 @@ fn units_settings_and_launcher_agree() {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     assert_eq!(shell, parsed, "the shell reads unikernel.env differently");
+
+    // The admin port is forwarded from 127.0.0.1 only, whatever
+    // UNIKERNEL_LISTEN says (0.0.0.0 exposes the site, never the admin port).
+    let exposed = settings("unikernel.env", &[("UNIKERNEL_LISTEN", "0.0.0.0")]);
+    for unit in [&single, &template] {
+        let argv = unit_argv(unit, &exposed, &run, "x", image);
+        let forwards: Vec<String> = flag_values(&argv, "-netdev")
+            .iter()
+            .flat_map(|v| v.split(',').map(str::to_string).collect::<Vec<_>>())
+            .filter(|o| o.starts_with("hostfwd="))
+            .collect();
+        let admin: Vec<&String> = forwards.iter().filter(|f| f.ends_with("-:8081")).collect();
+        assert_eq!(
+            admin,
+            [&format!("hostfwd=tcp:127.0.0.1:{admin_port}-:8081")],
+            "{}: the admin port's forwards: {forwards:?}",
+            unit.name
+        );
+        assert!(
+            forwards.contains(&format!("hostfwd=tcp:0.0.0.0:{port}-:80")),
+            "{}: UNIKERNEL_LISTEN no longer moves the site's forward: {forwards:?}",
+            unit.name
+        );
+    }
+    // The Caddyfile proxies the sites only: never an admin port (the single
+    // service's, or an instance's: its site port + 1000).
+    let caddy = deploy_file("Caddyfile");
+    for admin in [admin_port, 9081, 9082] {
+        assert!(
+            !caddy.contains(&admin.to_string()),
+            "the Caddyfile must never proxy the admin port {admin}"
+        );
+    }
 
     // install.sh installs every unit and example.
     let install = deploy_file("install.sh");
@@ -525,7 +571,7 @@ fn service_command_line_serves_health() {
         ));
     }
     let stats = guest
-        .get("/api/stats.json", Duration::from_secs(10))
+        .admin_get("/api/stats.json", Duration::from_secs(10))
         .unwrap_or_else(|e| guest.fail(format_args!("/api/stats.json: {e}")));
     if stats.status != 200 {
         guest.fail(format_args!("/api/stats.json answered {}", stats.status));
@@ -1187,6 +1233,13 @@ fn install_sh_into_a_temporary_root() {
         let env = parse_env_file(&text).unwrap();
         let mut shipped = parse_env_file(&deploy_file("unikernel.env")).unwrap();
         shipped.insert("UNIKERNEL_PORT".into(), port.to_string());
+        // Each instance its own admin port (site port + 1000) and access log.
+        let admin = port.parse::<u32>().unwrap() + 1000;
+        shipped.insert("UNIKERNEL_ADMIN_PORT".into(), admin.to_string());
+        shipped.insert(
+            "UNIKERNEL_ACCESS_LOG".into(),
+            format!("/var/log/unikernel/{name}-access.log"),
+        );
         assert_eq!(env, shipped, "{name}.env");
         assert_eq!(mode_of(&path), 0o644);
     }
@@ -1311,7 +1364,7 @@ fn install_sh_refuses_what_it_should() {
 /// `status_4xx` of a guest's stats (its own 404s: only the test makes them).
 fn count_4xx(guest: &UnitGuest) -> u64 {
     let r = guest
-        .get("/api/stats.json", Duration::from_secs(10))
+        .admin_get("/api/stats.json", Duration::from_secs(10))
         .unwrap_or_else(|e| guest.fail(format_args!("stats: {e}")));
     let v: serde_json::Value = serde_json::from_slice(&r.body)
         .unwrap_or_else(|e| guest.fail(format_args!("stats JSON: {e}")));
@@ -1568,7 +1621,11 @@ fn tap_drop_in_serves_in_a_network_namespace() {
     .output()
     .unwrap();
     let drop_in = UnitFile::load("tap-networking.conf");
-    let env = settings("unikernel.env", &[]);
+    let access_log = scratch.join("access.log");
+    let env = settings(
+        "unikernel.env",
+        &[("UNIKERNEL_ACCESS_LOG", &access_log.to_string_lossy())],
+    );
     let none = BTreeMap::new();
     // The `+` commands as root would run them, in the namespace; the tap's
     // owner is root here (the test has no `unikernel` user to give it to).

@@ -11,7 +11,7 @@
 //! | `routes`    | B1              | curl: every route and status, header by header |
 //! | `transfer`  | L4, B4          | large asset byte-exact, pipelining, 1 byte/write |
 //! | `bad_input` | B1-B3, B5       | malformed corpus, slow header → 408           |
-//! | `pool`      | L3, B7          | pool exhaustion: refusals, idle/header deadlines |
+//! | `pool`      | L3, B7, B14     | pool pressure: eviction by value, idle/header deadlines |
 //! | `stats`     | S               | `/api/stats.json` counters against the traffic |
 //! | `load`      | L1              | wrk keep-alive load; idle host CPU            |
 //!
@@ -58,7 +58,7 @@ for_both_transports!(
     transfer::pipelined_requests_and_one_byte_per_write,
     bad_input::malformed_and_oversized_requests,
     bad_input::slow_header_gets_408_then_close,
-    pool::pool_exhaustion_refuses_fast_and_deadlines_free_it,
+    pool::pool_pressure_evicts_the_least_valuable_and_deadlines_free_the_rest,
     stats::stats_counters_match_the_traffic,
     load::wrk_keep_alive_load,
     load::idle_guest_uses_little_host_cpu,

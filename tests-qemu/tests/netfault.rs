@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use tests_qemu::netfault::{
     FaultNet, Probe, Profile, RelayCounts, dry_run, first_difference, probe_summary, seed,
-    site_file, skip_reason,
+    site_file, skip,
 };
 use tests_qemu::note;
 
@@ -52,17 +52,6 @@ const DOWNLOADS: usize = 5;
 const DOWNLOADS_DEADLINE: Duration = Duration::from_secs(120);
 /// Decisions per direction the relay logs, compared with its dry run.
 const LOGGED_DECISIONS: usize = 200;
-
-/// The tests that need root print why they skip and return `true`.
-fn skip(test: &str) -> bool {
-    match skip_reason() {
-        Some(why) => {
-            note(test, format_args!("SKIPPED: {why}"));
-            true
-        }
-        None => false,
-    }
-}
 
 /// The example: 5% loss, 20 ms ± 10 ms, 10% reorder, 1% duplication,
 /// both ways.

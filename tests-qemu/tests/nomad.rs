@@ -129,12 +129,17 @@ fn the_nomad_job_command_line_serves_three_instances() {
         std::fs::create_dir_all(&task_dir).unwrap();
         std::fs::copy(&bundle, task_dir.join("site.bundle")).unwrap();
         let port = free_port();
+        let admin_port = free_port();
+        let alloc_dir = scratch.join(&format!("alloc-{i}"));
+        std::fs::create_dir_all(alloc_dir.join("logs")).unwrap();
         let vars = BTreeMap::from([
             ("var.image", image().image.to_string_lossy().into_owned()),
             ("var.guest_config", guest_config.clone()),
             ("NOMAD_TASK_DIR", task_dir.to_string_lossy().into_owned()),
             ("NOMAD_IP_http", "127.0.0.1".to_string()),
             ("NOMAD_HOST_PORT_http", port.to_string()),
+            ("NOMAD_HOST_PORT_admin", admin_port.to_string()),
+            ("NOMAD_ALLOC_DIR", alloc_dir.to_string_lossy().into_owned()),
         ]);
         let mut argv = vec![command.clone()];
         argv.extend(args.iter().map(|a| interpolate(a, &vars)));
@@ -145,6 +150,7 @@ fn the_nomad_job_command_line_serves_three_instances() {
             &tag,
             argv,
             port,
+            admin_port,
             scratch.join(&format!("{tag}-no-qmp")),
         ));
     }
@@ -162,6 +168,15 @@ fn the_nomad_job_command_line_serves_three_instances() {
         if !guest.serial().contains("site: bundle of ") {
             guest.fail("the guest did not take the bundle");
         }
+        let stats = guest
+            .admin_get("/api/stats.json", Duration::from_secs(10))
+            .unwrap_or_else(|e| guest.fail(format_args!("admin GET /api/stats.json: {e}")));
+        if stats.status != 200 {
+            guest.fail(format_args!(
+                "the job's admin port answers {} for /api/stats.json",
+                stats.status
+            ));
+        }
         note(
             test,
             format_args!("port {}: healthy after {took:.2?}", guest.port),
@@ -176,6 +191,7 @@ fn the_nomad_job_command_line_serves_three_instances() {
         Accel::Auto,
         &QemuConfig {
             host_port: Some(guests[0].port),
+            admin_host_port: Some(guests[0].admin_port),
             initrd: Some(scratch.join("alloc-0/local/site.bundle")),
             append: Some(guest_config.clone()),
             ..QemuConfig::default()

@@ -117,6 +117,55 @@ const METRICS: &[MetricRow] = &[
         1.0,
     ),
     (
+        "syn_cookies_sent",
+        "unikernel_tcp_syn_cookies_total",
+        &[("result", "sent")],
+        "counter",
+        1.0,
+    ),
+    (
+        "syn_cookies_valid",
+        "unikernel_tcp_syn_cookies_total",
+        &[("result", "valid")],
+        "counter",
+        1.0,
+    ),
+    (
+        "syn_cookies_invalid",
+        "unikernel_tcp_syn_cookies_total",
+        &[("result", "invalid")],
+        "counter",
+        1.0,
+    ),
+    (
+        "evictions_idle",
+        "unikernel_http_evictions_total",
+        &[("reason", "idle")],
+        "counter",
+        1.0,
+    ),
+    (
+        "evictions_head",
+        "unikernel_http_evictions_total",
+        &[("reason", "head")],
+        "counter",
+        1.0,
+    ),
+    (
+        "evictions_lingering",
+        "unikernel_http_evictions_total",
+        &[("reason", "lingering")],
+        "counter",
+        1.0,
+    ),
+    (
+        "evictions_stalled",
+        "unikernel_http_evictions_total",
+        &[("reason", "stalled")],
+        "counter",
+        1.0,
+    ),
+    (
         "connections_timed_out",
         "unikernel_http_connections_timed_out_total",
         &[],
@@ -286,6 +335,20 @@ const METRICS: &[MetricRow] = &[
         "counter",
         1.0,
     ),
+    (
+        "access_log_lines",
+        "unikernel_access_log_lines_total",
+        &[],
+        "counter",
+        1.0,
+    ),
+    (
+        "access_log_dropped",
+        "unikernel_access_log_dropped_total",
+        &[],
+        "counter",
+        1.0,
+    ),
 ];
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Path bytes the request ring keeps per entry.
@@ -343,7 +406,7 @@ impl Scrape {
 }
 
 fn scrape(g: &HttpGuest, python: &str) -> Scrape {
-    let r = g.get("/metrics");
+    let r = g.admin_get("/metrics");
     if r.status != 200 {
         g.fail(format_args!("/metrics answered {}", r.status));
     }
@@ -497,6 +560,9 @@ fn metrics_parse_with_a_real_prometheus_parser_and_match_the_traffic() {
             + stats_len) as f64
     );
     assert_eq!(delta("connections_accepted"), (sent + 2) as f64);
+    // Every request of the traffic got its access-log line, none dropped.
+    assert!(delta("access_log_lines") >= sent as f64, "access-log lines");
+    assert_eq!(delta("access_log_dropped"), 0.0);
     for f in [
         "frames_in",
         "frames_out",
@@ -544,7 +610,7 @@ fn metrics_parse_with_a_real_prometheus_parser_and_match_the_traffic() {
 // ---------------------------------------------------------- /api/requests.json
 
 fn recent_requests(g: &HttpGuest) -> Value {
-    let r = g.get("/api/requests.json");
+    let r = g.admin_get("/api/requests.json");
     if r.status != 200
         || r.header("content-type") != Some("application/json")
         || r.header("cache-control") != Some("no-store")
@@ -835,10 +901,17 @@ fn request(addr: SocketAddr, method: &str, path: &str) -> Result<u16, String> {
     c.read_response(method == "HEAD").map(|r| r.status)
 }
 
-/// A guest on a given host port (the restart keeps the page's origin).
-fn boot_on_port(test: &str, port: u16) -> HttpGuest {
+/// A guest on given host ports (the restart keeps the page's origin, the
+/// admin port).
+fn boot_on_port(test: &str, port: u16, admin_port: u16) -> HttpGuest {
+    let access_log = std::env::temp_dir().join(format!(
+        "unikernel-access-{test}-{}-{port}-again.log",
+        std::process::id()
+    ));
     let cfg = QemuConfig {
         host_port: Some(port),
+        admin_host_port: Some(admin_port),
+        access_log: Some(boot_image::AccessLogChannel::File(access_log.clone())),
         ..config(&[])
     };
     let mut last = String::new();
@@ -855,6 +928,8 @@ fn boot_on_port(test: &str, port: u16) -> HttpGuest {
                 let g = HttpGuest {
                     guest,
                     port,
+                    admin_port,
+                    access_log,
                     test: test.to_string(),
                     transport: Transport::Legacy,
                 };
@@ -873,11 +948,11 @@ fn boot_on_port(test: &str, port: u16) -> HttpGuest {
 fn status_page_in_headless_chromium_under_load_and_across_a_restart() {
     const TEST: &str = "status-page";
     let g = boot_http(TEST, Transport::Legacy, &[]);
-    let port = g.port;
+    let (port, admin_port) = (g.port, g.admin_port);
     let load = Load::start(g.addr());
     let mut b = Browser::start(TEST, &artifacts());
     b.cmd(
-        json!({"cmd": "open", "url": g.url("/status"), "width": VIEWPORT.0, "height": VIEWPORT.1}),
+        json!({"cmd": "open", "url": g.admin_url("/status"), "width": VIEWPORT.0, "height": VIEWPORT.1}),
     );
     b.wait_until(
         &format!(
@@ -913,7 +988,7 @@ fn status_page_in_headless_chromium_under_load_and_across_a_restart() {
         PAGE_STATE,
     );
     // A new guest on the same port: counters start again from 0.
-    let g = boot_on_port(TEST, port);
+    let g = boot_on_port(TEST, port, admin_port);
     let polls_back = page_state(&mut b)["okPolls"]
         .as_str()
         .and_then(|s| s.parse::<u64>().ok())

@@ -15,7 +15,7 @@ fn idle_guest_profile_is_the_halt() {
     let out = Command::new(root.join("scripts/profile"))
         .args([
             "--port",
-            &g.addr().port().to_string(),
+            &g.admin_port.to_string(),
             "--seconds",
             "3",
             "--top",

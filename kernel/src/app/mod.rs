@@ -22,6 +22,7 @@
 //! `app` sits above `http` and implements its [`Handler`].
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod asset_meta;
 pub mod assets;
 pub mod bundle;

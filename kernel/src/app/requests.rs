@@ -227,6 +227,7 @@ mod tests {
             conn,
             received,
             now: received + 1,
+            ..Exchange::default()
         }
     }
 

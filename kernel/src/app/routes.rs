@@ -10,14 +10,20 @@
 //! | `/status`            | the built-in status page (`kernel/builtin/status.html`) |
 //! | `/debug/profile`     | the profiler's recent RIP samples (`scripts/profile`) |
 //!
-//! Each response is counted into [`Stats`] and recorded in the [`RequestLog`].
+//! Which of them a listener serves is its [`Scope`]: the public port serves
+//! `/health` and the site, the admin port `/health` and the rest (anything
+//! else is a plain 404 there), and `admin=public` puts everything on one port.
+//!
+//! Each response is counted into [`Stats`], recorded in the [`RequestLog`] and,
+//! once sent (or given up), written to the [`AccessLog`].
 
+use super::access_log::AccessLog;
 use super::assets;
 use super::requests::RequestLog;
 use super::site::Site;
 use super::stats::Stats;
 use crate::http::response::status;
-use crate::http::{Body, ConnEvent, Exchange, Handler, Millis, Request, Response};
+use crate::http::{Body, ConnEvent, Exchange, Handler, Request, Response};
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -34,6 +40,27 @@ pub const NO_STORE: &str = "no-store";
 /// What Prometheus expects of the text exposition format.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// What one listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// `/health` and the site.
+    Public,
+    /// `/health` and the observability endpoints; nothing of the site.
+    Admin,
+    /// Everything (`admin=public`, local development).
+    All,
+}
+
+impl Scope {
+    fn serves_admin(self) -> bool {
+        self != Scope::Public
+    }
+
+    fn serves_site(self) -> bool {
+        self != Scope::Admin
+    }
+}
+
 /// The handler the network layer gives each connection: borrowed per pass.
 pub struct Routes<'a> {
     pub site: Site,
@@ -47,6 +74,9 @@ pub struct Routes<'a> {
     pub health: Result<(), &'a str>,
     /// Writes the `/debug/profile` text (the kernel's sampling profiler).
     pub profile: ProfileWriter,
+    /// Every finished response is written here.
+    pub access_log: &'a mut AccessLog,
+    pub scope: Scope,
 }
 
 /// Writes the body of `/debug/profile`.
@@ -59,8 +89,12 @@ pub fn no_profile(out: &mut String) {
 
 impl Handler for Routes<'_> {
     fn handle(&mut self, req: &Request) -> Response {
+        let admin = self.scope.serves_admin();
         match req.path {
             HEALTH_PATH => health(self.site.health().and(self.health)),
+            STATS_PATH | METRICS_PATH | REQUESTS_PATH | PROFILE_PATH | STATUS_PATH if !admin => {
+                self.site.respond(req)
+            }
             STATS_PATH => {
                 let mut json = String::new();
                 self.stats.write_json(&mut json);
@@ -85,7 +119,8 @@ impl Handler for Routes<'_> {
                 path: STATUS_ASSET,
                 ..*req
             }),
-            _ => self.site.respond(req),
+            _ if self.scope.serves_site() => self.site.respond(req),
+            _ => crate::http::response::error(status::NOT_FOUND),
         }
     }
 
@@ -94,8 +129,9 @@ impl Handler for Routes<'_> {
         self.requests.record(exchange);
     }
 
-    fn on_sent(&mut self, conn: u64, now: Millis) {
-        self.requests.sent(conn, now);
+    fn on_sent(&mut self, exchange: &Exchange<'_>) {
+        self.requests.sent(exchange.conn, exchange.now);
+        self.log(exchange, true);
     }
 }
 
@@ -110,10 +146,19 @@ impl Routes<'_> {
         }
     }
 
-    /// Connection `conn` ended (its socket closed or was reset): a response of
-    /// it still in flight was dropped.
-    pub fn on_closed(&mut self, conn: u64, now: Millis) {
-        self.requests.dropped(conn, now);
+    /// A connection ended (its socket closed or was reset) with this response
+    /// still in flight (`Conn::take_unfinished`): it was dropped at `e.now`.
+    pub fn on_unfinished(&mut self, e: &Exchange<'_>) {
+        self.requests.dropped(e.conn, e.now);
+        self.log(e, false);
+    }
+
+    fn log(&mut self, e: &Exchange<'_>, completed: bool) {
+        match self.access_log.record(e, completed) {
+            Some(true) => self.stats.access_log_lines += 1,
+            Some(false) => self.stats.access_log_dropped += 1,
+            None => {}
+        }
     }
 }
 
@@ -163,6 +208,8 @@ mod tests {
             requests,
             health: Ok(()),
             profile: no_profile,
+            access_log: alloc::boxed::Box::leak(alloc::boxed::Box::new(AccessLog::off())),
+            scope: Scope::All,
         }
     }
 
@@ -175,6 +222,7 @@ mod tests {
             conn,
             received: 100,
             now: 105,
+            ..Exchange::default()
         }
     }
 
@@ -239,7 +287,10 @@ mod tests {
         assert_eq!(v["frames_in"], 7);
         routes.on_response(&exchange(200, 10, 1));
         routes.on_response(&exchange(404, 3, 2));
-        routes.on_sent(1, 120);
+        routes.on_sent(&Exchange {
+            now: 120,
+            ..exchange(200, 10, 1)
+        });
         assert_eq!(
             (stats.requests_total, stats.status_2xx, stats.status_4xx),
             (2, 1, 1)
@@ -273,9 +324,15 @@ mod tests {
         stats.uptime_ms = 999;
         let mut routes = routes(&mut stats, &mut log);
         routes.on_response(&exchange(200, 10, 1));
-        routes.on_sent(1, 107);
+        routes.on_sent(&Exchange {
+            now: 107,
+            ..exchange(200, 10, 1)
+        });
         routes.on_response(&exchange(200, 10, 2));
-        routes.on_closed(2, 130);
+        routes.on_unfinished(&Exchange {
+            now: 130,
+            ..exchange(200, 10, 2)
+        });
         // A request timeout: counted, and its 408 recorded.
         let timed_out = Exchange {
             status: 408,

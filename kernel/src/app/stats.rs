@@ -129,9 +129,26 @@ stats! {
     /// Gauge: connections currently open.
     connections_active: Gauge "unikernel_connections_active"
         => "TCP connections currently open.",
-    /// Connections refused or reset because the socket pool was full.
+    /// Handshakes completed (a valid SYN cookie returned) while every socket
+    /// of the pool was busy: dropped, so the client retries.
     connections_refused: Counter "unikernel_http_connections_refused_total"
         => "Connections refused because every socket of the pool was busy.",
+    /// SYN-ACKs sent with a SYN cookie (every SYN to port 80 gets one; none takes a socket).
+    syn_cookies_sent: Counter "unikernel_tcp_syn_cookies_total" [result = "sent"]
+        => "TCP SYN cookies: sent in SYN-ACKs, returned valid, returned invalid (answered RST).",
+    syn_cookies_valid: Counter "unikernel_tcp_syn_cookies_total" [result = "valid"],
+    /// ACKs for no connection whose cookie failed (forged, expired, or late
+    /// segments of a closed connection): answered RST.
+    syn_cookies_invalid: Counter "unikernel_tcp_syn_cookies_total" [result = "invalid"],
+    /// Connections closed to make room for a new one with the pool full, by
+    /// what they were doing: idle keep-alive, slowest request head, a peer
+    /// that had not closed after our FIN, or a response stalled by its reader.
+    evictions_idle: Counter "unikernel_http_evictions_total" [reason = "idle"]
+        => "Connections closed to free a socket for a new one, by reason (idle keep-alive, slow request head, lingering after our FIN, response stalled by its reader).",
+    evictions_head: Counter "unikernel_http_evictions_total" [reason = "head"],
+    evictions_lingering: Counter "unikernel_http_evictions_total" [reason = "lingering"],
+    /// A response its reader had not let move for `STALLED_AFTER_MS` (slow read).
+    evictions_stalled: Counter "unikernel_http_evictions_total" [reason = "stalled"],
     /// Sum of the four `timeouts_*` below.
     connections_timed_out: Counter "unikernel_http_connections_timed_out_total"
         => "Connections closed or aborted by a deadline (all deadlines).",
@@ -183,6 +200,12 @@ stats! {
     /// Received frames dropped for a bad IPv4/TCP/UDP/ICMP checksum.
     rx_checksum_errors: Counter "unikernel_network_receive_checksum_errors_total"
         => "Received frames dropped for a bad IPv4, TCP, UDP or ICMP checksum.",
+    /// Access-log lines queued for the host (`access_log=serial|console`).
+    access_log_lines: Counter "unikernel_access_log_lines_total"
+        => "Access-log lines queued for the host.",
+    /// Access-log lines dropped because the host end did not drain the buffer.
+    access_log_dropped: Counter "unikernel_access_log_dropped_total"
+        => "Access-log lines dropped because the buffer was full (the host end did not drain it).",
 }
 
 /// The metric that carries the version as a label (value always 1).
@@ -395,6 +418,13 @@ mod tests {
             "connections_accepted",
             "connections_active",
             "connections_refused",
+            "syn_cookies_sent",
+            "syn_cookies_valid",
+            "syn_cookies_invalid",
+            "evictions_idle",
+            "evictions_head",
+            "evictions_lingering",
+            "evictions_stalled",
             "connections_timed_out",
             "bytes_in",
             "bytes_out",

@@ -10,5 +10,6 @@ pub mod ioapic;
 pub mod lapic;
 pub mod lockup;
 pub mod profile;
+pub mod rtc;
 pub mod serial;
 pub mod watchdog;

@@ -93,6 +93,29 @@ impl Write for Console<'_> {
     }
 }
 
+/// Writes bytes as they are (the access log with `access_log=serial`: whole
+/// lines, `\n`-terminated); dropped if the port is in use.
+pub fn write_raw(bytes: &[u8]) {
+    match UART.try_lock() {
+        Some(mut guard) => {
+            if let Some(uart) = guard.as_mut() {
+                for line in bytes.split_inclusive(|&b| b == b'\n') {
+                    match line.strip_suffix(b"\n") {
+                        Some(text) => {
+                            send(uart, text);
+                            send(uart, b"\r\n");
+                        }
+                        None => send(uart, line),
+                    }
+                }
+            }
+        }
+        None => {
+            DROPPED_RECORDS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Prints one line to the console (used for the banner and by the logger).
 pub fn print(args: fmt::Arguments) {
     match UART.try_lock() {

@@ -1,11 +1,14 @@
-//! Devices: fw_cfg (runtime configuration), virtio-mmio discovery and the
-//! virtio-net driver. [`ring`], [`masked`] and the generic [`net::Driver`] build
-//! on the host and are unit tested there, the driver over `fake_device`.
+//! Devices: fw_cfg (runtime configuration), virtio-mmio discovery, the
+//! virtio-net driver and a transmit-only virtio-console driver (the access
+//! log). [`ring`], [`masked`] and the generic [`net::Driver`] build on the host
+//! and are unit tested there, the driver over `fake_device`.
 pub mod masked;
 pub mod net;
 pub mod offload;
 pub mod ring;
 
+#[cfg(target_os = "none")]
+pub mod console;
 #[cfg(test)]
 pub mod fake_device;
 #[cfg(target_os = "none")]

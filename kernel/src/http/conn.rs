@@ -42,11 +42,14 @@
 //! not time out FIN-WAIT-2 or a peer that never acknowledges).
 
 use super::limits::{Limits, RESPONSE_HEAD_CAP};
+use super::logged::HeadSpans;
 use super::parse::{self, LineScan, Outcome, Parsed, Reject};
 use super::response::{self, Connection, status};
+use super::stamp::{RequestId, Stamp};
 use super::{Body, Exchange, Handler, Method, Millis, Response};
 use alloc::boxed::Box;
 use alloc::vec;
+use core::net::IpAddr;
 
 /// What the network layer should do with the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +85,22 @@ const EVENTS: [ConnEvent; 4] = [
     ConnEvent::SendTimeout,
     ConnEvent::CloseTimeout,
 ];
+
+/// What a connection is doing, as [`Conn::activity`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    /// Kept alive after a response, waiting for the next request.
+    Idle,
+    /// New, nothing received yet; `since` is when it opened.
+    Opened,
+    /// Receiving a request head (or a small body it announced); `since` is
+    /// when its first byte came.
+    Request,
+    /// Sending a response.
+    Respond,
+    /// Closed by us, waiting for the socket to be released.
+    Closing,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -156,6 +175,8 @@ pub struct Conn {
     close_after: bool,
     /// `on_response` still owed for a response that waits for a request body.
     unreported: bool,
+    /// A response was completed and the connection kept open for another.
+    kept_alive: bool,
     events: [u32; EVENTS.len()],
     /// Given by `open_with_id`; reported with every response.
     id: u64,
@@ -165,6 +186,16 @@ pub struct Conn {
     method: &'static str,
     path_len: usize,
     received: Millis,
+    /// Where the current request's logged parts are in `input`.
+    spans: HeadSpans,
+    peer: Option<IpAddr>,
+    stamp: Stamp,
+    /// Responses started on this connection; the current one's number.
+    seq: u32,
+    /// Body bytes of the current response handed to the socket.
+    sent_bytes: u64,
+    /// A response was reported (`on_response`, or a 408) and not yet sent.
+    in_flight: bool,
 }
 
 impl Default for Conn {
@@ -199,12 +230,19 @@ impl Conn {
             head_request: false,
             close_after: false,
             unreported: false,
+            kept_alive: false,
             events: [0; EVENTS.len()],
             id: 0,
             status: 0,
             method: "",
             path_len: 0,
             received: 0,
+            spans: HeadSpans::default(),
+            peer: None,
+            stamp: Stamp::default(),
+            seq: 0,
+            sent_bytes: 0,
+            in_flight: false,
         }
     }
 
@@ -229,6 +267,31 @@ impl Conn {
         self.scan = LineScan::new();
         self.close_after = false;
         self.unreported = false;
+        self.in_flight = false;
+        self.seq = 0;
+        self.peer = None;
+        self.kept_alive = false;
+    }
+
+    /// The TCP peer of the connection just opened, reported in every
+    /// [`Exchange`] (call after `open_with_id`).
+    pub fn set_peer(&mut self, peer: Option<IpAddr>) {
+        self.peer = peer;
+    }
+
+    /// How responses are stamped (`Date`, request ids); kept across connections.
+    pub fn set_stamp(&mut self, stamp: Stamp) {
+        self.stamp = stamp;
+    }
+
+    /// A response that was reported but whose connection ended before it was
+    /// sent (reset, send timeout, peer gone): handed out once, so the caller
+    /// can log it as given up at `now`.
+    pub fn take_unfinished(&mut self, now: Millis) -> Option<Exchange<'_>> {
+        if !core::mem::take(&mut self.in_flight) {
+            return None;
+        }
+        Some(self.exchange(now))
     }
 
     /// The id given to the latest [`Conn::open_with_id`].
@@ -254,6 +317,18 @@ impl Conn {
             conn: self.id,
             received: self.received,
             now,
+            request_id: self.request_id(),
+            peer: self.peer,
+            head: self.spans.resolve(&self.input),
+            sent_bytes: self.sent_bytes,
+        }
+    }
+
+    fn request_id(&self) -> RequestId {
+        RequestId {
+            boot: self.stamp.boot,
+            conn: self.id,
+            seq: self.seq,
         }
     }
 
@@ -268,6 +343,7 @@ impl Conn {
         }
         self.method = method;
         self.path_len = n;
+        self.spans = HeadSpans::scan(buffered, false);
     }
 
     /// Takes bytes the peer sent and returns how many were taken; the rest must
@@ -296,6 +372,7 @@ impl Conn {
                     self.phase = Phase::Respond;
                     self.since = now;
                     if core::mem::take(&mut self.unreported) {
+                        self.in_flight = true;
                         app.on_response(&self.exchange(now));
                     }
                 }
@@ -354,6 +431,8 @@ impl Conn {
                     // before them); what follows it stays in the socket.
                     let used = parsed.head_len.saturating_sub(start).min(n);
                     let plan = Plan::for_request(&parsed);
+                    self.spans =
+                        HeadSpans::scan(buffered.get(..parsed.head_len).unwrap_or_default(), true);
                     let response = app.handle(&parsed.request);
                     self.method = match parsed.request.method {
                         Method::Get => "GET",
@@ -409,7 +488,20 @@ impl Conn {
         self.input_len = 0;
         self.scan = LineScan::new();
         self.head_request = plan.head_request;
-        let status = match response::write_head(&mut self.head, &resp, content_length, connection) {
+        self.seq = self.seq.wrapping_add(1);
+        self.sent_bytes = 0;
+        let stamp = response::HeadStamp {
+            request_id: self.request_id(),
+            unix_secs: self.stamp.unix_secs(now),
+        };
+        let written = response::write_head_stamped(
+            &mut self.head,
+            &resp,
+            content_length,
+            connection,
+            Some(&stamp),
+        );
+        let status = match written {
             Some(len) => {
                 self.head_len = len;
                 if send_body {
@@ -440,6 +532,8 @@ impl Conn {
         } else {
             self.phase = Phase::Respond;
             self.since = now;
+            // The 408 of a header timeout (no `app`) is reported as an event.
+            self.in_flight = true;
             if let Some(app) = app {
                 app.on_response(&self.exchange(now));
             }
@@ -465,19 +559,22 @@ impl Conn {
             let rest = rest.get_mut(..rest_len).unwrap_or_default();
             let copied = self.body.copy_at(self.body_sent, rest);
             self.body_sent = self.body_sent.saturating_add(copied);
+            self.sent_bytes = self.sent_bytes.saturating_add(copied as u64);
             n = n.saturating_add(copied);
         }
         if n > 0 {
             self.since = now;
         }
         if self.head_sent >= self.head_len && self.body_sent >= self.body_len {
-            app.on_sent(self.id, now);
+            self.in_flight = false;
+            app.on_sent(&self.exchange(now));
             self.clear_response();
             if self.close_after {
                 self.close(now);
             } else {
                 self.phase = Phase::Idle;
                 self.since = now;
+                self.kept_alive = true;
             }
         }
         n
@@ -548,6 +645,20 @@ impl Conn {
             Phase::Closing => self.limits.close_timeout_ms,
         };
         Some(self.since.saturating_add(timeout))
+    }
+
+    /// What the connection is doing and since when, for choosing which one
+    /// to close when the pool is full.
+    pub fn activity(&self) -> (Activity, Millis) {
+        let activity = match self.phase {
+            Phase::Free => Activity::Idle,
+            Phase::Idle if self.kept_alive => Activity::Idle,
+            Phase::Idle => Activity::Opened,
+            Phase::Head | Phase::Body { .. } => Activity::Request,
+            Phase::Respond => Activity::Respond,
+            Phase::Closing | Phase::Aborted => Activity::Closing,
+        };
+        (activity, self.since)
     }
 
     /// Response bytes wait for `transmit`.

@@ -25,10 +25,12 @@ use alloc::vec::Vec;
 
 pub mod conn;
 pub mod limits;
+pub mod logged;
 pub mod negotiate;
 pub mod parse;
 pub mod range;
 pub mod response;
+pub mod stamp;
 
 #[cfg(test)]
 mod fuzz_tests;
@@ -37,7 +39,9 @@ pub(crate) mod test_support;
 
 pub use conn::{Action, Conn, ConnEvent};
 pub use limits::Limits;
+pub use logged::LoggedHead;
 pub use negotiate::{AcceptEncoding, Coding};
+pub use stamp::{RequestId, Stamp};
 
 /// Milliseconds since boot: the only clock the HTTP layer knows.
 pub type Millis = u64;
@@ -239,9 +243,10 @@ impl Response {
     }
 }
 
-/// One response as the connection reports it to [`Handler::on_response`]: what
-/// was asked, by which connection, when, and what is being answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One response as the connection reports it to [`Handler::on_response`] and
+/// [`Handler::on_sent`]: what was asked, by whom, on which connection, when,
+/// and what is being answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Exchange<'a> {
     pub status: u16,
     /// Body bytes the response will send (0 for `HEAD` and bodiless statuses).
@@ -257,8 +262,17 @@ pub struct Exchange<'a> {
     pub conn: u64,
     /// When the connection took the request's first byte.
     pub received: Millis,
-    /// When the response starts: `now` of the call that reports it.
+    /// When the response starts (`on_response`), was sent (`on_sent`) or was
+    /// given up: `now` of the call that reports it.
     pub now: Millis,
+    /// Also sent as `X-Request-Id`.
+    pub request_id: RequestId,
+    /// The TCP peer, as the network layer gave it ([`Conn::set_peer`]).
+    pub peer: Option<core::net::IpAddr>,
+    /// The request line and the header fields an access log prints.
+    pub head: LoggedHead<'a>,
+    /// Body bytes handed to the socket so far.
+    pub sent_bytes: u64,
 }
 
 /// The application: routes a validated `GET`/`HEAD` request to a response.
@@ -269,11 +283,12 @@ pub trait Handler {
     /// is the 408 a header timeout produces inside [`Conn::poll`], which has no
     /// handler: it is reported as [`ConnEvent::RequestTimeout`] instead.
     fn on_response(&mut self, exchange: &Exchange<'_>);
-    /// The last byte of connection `conn`'s current response (the one its latest
+    /// The last byte of a connection's current response (the one its latest
     /// `on_response` reported, or the 408 of its `RequestTimeout`) was handed to
-    /// the socket by [`Conn::transmit`] at `now`. Not called for a response that
-    /// the connection drops (abort, reset) before it is sent.
-    fn on_sent(&mut self, conn: u64, now: Millis) {
-        let _ = (conn, now);
+    /// the socket by [`Conn::transmit`] at `exchange.now`. Not called for a
+    /// response that the connection drops (abort, reset) before it is sent:
+    /// [`Conn::take_unfinished`] hands that one to the network layer.
+    fn on_sent(&mut self, exchange: &Exchange<'_>) {
+        let _ = exchange;
     }
 }

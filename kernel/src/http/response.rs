@@ -4,6 +4,7 @@
 //! No `Date` header: the guest has no wall clock, and RFC 9110 §6.6.1 says an
 //! origin server without a clock must not send one.
 
+use super::stamp::{DateTime, RequestId};
 use super::{Body, Response};
 use alloc::format;
 use core::fmt::{self, Write as _};
@@ -114,6 +115,26 @@ pub fn write_head(
     content_length: Option<u64>,
     connection: Connection,
 ) -> Option<usize> {
+    write_head_stamped(buf, resp, content_length, connection, None)
+}
+
+/// What [`write_head_stamped`] adds to every response: `Date` (when the guest
+/// has a wall clock) and `X-Request-Id`.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadStamp {
+    pub request_id: RequestId,
+    pub unix_secs: Option<u64>,
+}
+
+/// [`write_head`] with `Date` after `Server` and `X-Request-Id` last before
+/// `Connection`.
+pub fn write_head_stamped(
+    buf: &mut [u8],
+    resp: &Response,
+    content_length: Option<u64>,
+    connection: Connection,
+    stamp: Option<&HeadStamp>,
+) -> Option<usize> {
     let values = [
         resp.content_type,
         resp.multipart_boundary,
@@ -135,7 +156,7 @@ pub fn write_head(
         return None;
     }
     let mut w = HeadWriter { buf, len: 0 };
-    write_fields(&mut w, resp, content_length, connection).ok()?;
+    write_fields(&mut w, resp, content_length, connection, stamp).ok()?;
     Some(w.len)
 }
 
@@ -144,6 +165,7 @@ fn write_fields(
     resp: &Response,
     content_length: Option<u64>,
     connection: Connection,
+    stamp: Option<&HeadStamp>,
 ) -> fmt::Result {
     write!(
         w,
@@ -151,6 +173,9 @@ fn write_fields(
         resp.status,
         reason(resp.status)
     )?;
+    if let Some(secs) = stamp.and_then(|s| s.unix_secs) {
+        write!(w, "Date: {}\r\n", DateTime::from_unix(secs).imf_fixdate())?;
+    }
     if let Some(boundary) = resp.multipart_boundary {
         write!(
             w,
@@ -188,6 +213,9 @@ fn write_fields(
     }
     for (name, value) in resp.headers {
         write!(w, "{name}: {value}\r\n")?;
+    }
+    if let Some(stamp) = stamp {
+        write!(w, "X-Request-Id: {}\r\n", stamp.request_id)?;
     }
     match connection {
         Connection::Default => {}

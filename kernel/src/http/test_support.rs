@@ -60,8 +60,8 @@ impl Handler for TestApp {
             .push((e.method.into(), e.path.into(), e.conn, e.received, e.now));
     }
 
-    fn on_sent(&mut self, conn: u64, now: Millis) {
-        self.sent.push((conn, now, self.responses.len()));
+    fn on_sent(&mut self, e: &Exchange<'_>) {
+        self.sent.push((e.conn, e.now, self.responses.len()));
     }
 }
 

@@ -23,14 +23,12 @@ use smoltcp::time::Instant;
 
 /// Largest Ethernet frame without the FCS (1500-byte MTU + 14-byte header).
 pub const MAX_FRAME: usize = 1514;
-pub const HTTP_PORT: u16 = 80;
+pub use super::HTTP_PORT;
 
 type Slot<const N: usize> = RefCell<Option<NetDriver<N>>>;
 
 pub struct Phy<const N: usize> {
     pub driver: Slot<N>,
-    /// TCP SYNs to the HTTP port seen since the counter was last taken.
-    pub syns_seen: u64,
     /// Frames dropped for a bad IPv4, TCP, UDP or ICMP checksum.
     pub checksum_errors: u64,
     /// A driver error that needs the device reset.
@@ -41,7 +39,6 @@ impl<const N: usize> Phy<N> {
     pub fn new(driver: NetDriver<N>) -> Self {
         Phy {
             driver: RefCell::new(Some(driver)),
-            syns_seen: 0,
             checksum_errors: 0,
             fault: None,
         }
@@ -94,9 +91,6 @@ impl<const N: usize> Device for Phy<N> {
             break;
         }
         let frame = next?;
-        if frame::is_tcp_syn_to(frame.frame(), HTTP_PORT) {
-            self.syns_seen += 1;
-        }
         let driver = &self.driver;
         Some((
             Rx {

@@ -68,6 +68,21 @@ fn ipv4(a: [u8; 4]) -> Ipv4Address {
     Ipv4Address::new(a[0], a[1], a[2], a[3])
 }
 
+/// Keys for SYN cookies from the entropy the guest has without RDRAND: the TSC
+/// at two moments of boot (each spread by the host's scheduling), stretched by
+/// SplitMix64. Guessable by someone who can bound both readings closely; a
+/// stronger source would only need to replace this function.
+fn syn_cookie_secret(seed: u64, later: u64) -> [u64; 4] {
+    let mut state = seed ^ later.rotate_left(32);
+    core::array::from_fn(|_| {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
+}
+
 pub fn instant(ms: u64) -> Instant {
     Instant::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
 }
@@ -84,7 +99,9 @@ impl<const N: usize> Stack<N> {
         let mut phy = Phy::new(driver);
         let mut iface_config = IfaceConfig::new(HardwareAddress::Ethernet(mac));
         iface_config.random_seed = seed;
-        let iface = Interface::new(iface_config, &mut phy, instant(now_ms));
+        let mut iface = Interface::new(iface_config, &mut phy, instant(now_ms));
+        // A SYN costs no socket: see `smoltcp::iface::Interface::set_syn_cookies`.
+        iface.set_syn_cookies(Some(syn_cookie_secret(seed, crate::arch::cpu::rdtsc())));
         let mut stack = Stack {
             phy,
             window,
@@ -343,6 +360,13 @@ impl<const N: usize> Stack<N> {
         stats.tx_avail_idx = u64::from(current.tx.avail);
         stats.tx_used_idx = u64::from(current.tx.used);
         stats.device_resets = self.device_resets;
+        let cookies = self.iface.syn_cookie_stats();
+        stats.syn_cookies_sent = cookies.sent;
+        stats.syn_cookies_valid = cookies.valid;
+        stats.syn_cookies_invalid = cookies.invalid;
+        // A completed handshake that found every socket busy is dropped, so
+        // the client retries: that is what a refusal is now.
+        stats.connections_refused = cookies.no_socket;
     }
 
     /// Whether a pass could do anything now: the device has frames or

@@ -203,7 +203,7 @@ fn check_after_load(g: &HttpGuest, before: &Stats, wrk: &Wrk, body_len: u64) -> 
 /// or more timeouts than the host's accept queue explains (see
 /// [`WRK_TIMEOUT`]).
 fn wrk_with_probe(g: &HttpGuest, path: &str, seconds: u64) -> (Wrk, Vec<Sample>) {
-    let mut probe = g.connect();
+    let mut probe = g.admin_connect();
     let stop = AtomicBool::new(false);
     let start = Instant::now();
     let (wrk, samples) = std::thread::scope(|scope| {

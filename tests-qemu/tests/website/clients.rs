@@ -130,7 +130,7 @@ pub fn chromium_plays_and_seeks_the_clip(transport: Transport) {
     drop(b);
 
     // The guest served the clip with ranges.
-    let log = g.get("/api/requests.json");
+    let log = g.admin_get("/api/requests.json");
     raw_status_is(&g, "/api/requests.json", &log, 200);
     let v: Value = serde_json::from_slice(&log.body)
         .unwrap_or_else(|e| g.fail(format_args!("/api/requests.json: {e}")));

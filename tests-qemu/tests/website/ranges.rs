@@ -355,7 +355,7 @@ print(json.dumps(results))
         }
     }
     // The guest saw them all on one connection.
-    let log = g.get("/api/requests.json");
+    let log = g.admin_get("/api/requests.json");
     raw_status_is(g, "/api/requests.json", &log, 200);
     let v: Value = serde_json::from_slice(&log.body)
         .unwrap_or_else(|e| g.fail(format_args!("/api/requests.json: {e}: {}", log.body_text())));

@@ -668,3 +668,157 @@ fn an_aborted_response_is_never_reported_sent() {
     assert_eq!(app.responses.len(), 1);
     assert!(app.sent.is_empty());
 }
+
+/// What an access log would print of one finished exchange: request line,
+/// user agent, peer, sent bytes, request id, completed.
+type Finished = (
+    Vec<u8>,
+    Option<Vec<u8>>,
+    Option<core::net::IpAddr>,
+    u64,
+    String,
+    bool,
+);
+
+/// Records what an access log would print of every finished exchange.
+#[derive(Default)]
+struct Logged {
+    finished: Vec<Finished>,
+}
+
+impl Logged {
+    fn push(&mut self, e: &Exchange<'_>, completed: bool) {
+        self.finished.push((
+            e.head.request_line.to_vec(),
+            e.head.user_agent.map(<[u8]>::to_vec),
+            e.peer,
+            e.sent_bytes,
+            format!("{}", e.request_id),
+            completed,
+        ));
+    }
+}
+
+impl Handler for Logged {
+    fn handle(&mut self, req: &crate::http::Request) -> Response {
+        match req.path {
+            "/big" => Response::new(200, None, Body::Static(big_body())),
+            _ => Response::new(200, None, Body::Static(b"hello\n")),
+        }
+    }
+    fn on_response(&mut self, _: &Exchange<'_>) {}
+    fn on_sent(&mut self, e: &Exchange<'_>) {
+        self.push(e, true);
+    }
+}
+
+#[test]
+fn responses_carry_request_ids_and_date_and_exchanges_the_logged_head() {
+    let mut conn = Conn::new();
+    let mut app = Logged::default();
+    conn.set_stamp(crate::http::Stamp {
+        epoch_ms: Some(1_796_228_100_000),
+        boot: 0xab,
+    });
+    conn.open_with_id(0, 7);
+    let peer = Some("10.0.2.2".parse().unwrap());
+    conn.set_peer(peer);
+    let input = b"GET /a HTTP/1.1\r\nHost: t\r\nUser-Agent: ua/1\r\n\r\nGET /b?x HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut wire = Vec::new();
+    let mut taken = 0;
+    for _ in 0..10 {
+        taken += conn.receive(&input[taken..], 1000, &mut app);
+        let mut out = [0u8; 4096];
+        let n = conn.transmit(&mut out, 1000, &mut app);
+        wire.extend_from_slice(&out[..n]);
+    }
+    let responses = parse_responses(&wire, &[false, false]);
+    assert_eq!(responses.len(), 2);
+    for (i, r) in responses.iter().enumerate() {
+        assert_eq!(r.header("date"), Some("Wed, 02 Dec 2026 16:15:01 GMT"));
+        let id = format!("000000ab-7-{}", i + 1);
+        assert_eq!(r.header("x-request-id"), Some(id.as_str()));
+    }
+    assert_eq!(
+        app.finished,
+        [
+            (
+                b"GET /a HTTP/1.1".to_vec(),
+                Some(b"ua/1".to_vec()),
+                peer,
+                6,
+                "000000ab-7-1".into(),
+                true
+            ),
+            (
+                b"GET /b?x HTTP/1.1".to_vec(),
+                None,
+                peer,
+                6,
+                "000000ab-7-2".into(),
+                true
+            ),
+        ]
+    );
+    // A new connection on the socket numbers its requests from 1 again and
+    // forgets the old peer; without a clock there is no Date.
+    conn.set_stamp(crate::http::Stamp::default());
+    conn.open_with_id(2000, 8);
+    assert_eq!(conn.receive(GET.as_bytes(), 2000, &mut app), GET.len());
+    let mut out = [0u8; 4096];
+    let n = conn.transmit(&mut out, 2000, &mut app);
+    let r = parse_responses(&out[..n], &[false]).remove(0);
+    assert_eq!(r.header("date"), None);
+    assert_eq!(r.header("x-request-id"), Some("00000000-8-1"));
+    assert_eq!(app.finished.last().map(|f| f.2), Some(None));
+}
+
+#[test]
+fn an_unfinished_response_is_handed_out_once_with_what_was_sent() {
+    let mut conn = Conn::new();
+    let mut app = Logged::default();
+    conn.open_with_id(0, 3);
+    let req = b"GET /big HTTP/1.1\r\nHost: t\r\nUser-Agent: slow\r\n\r\n";
+    assert_eq!(conn.receive(req, 0, &mut app), req.len());
+    assert!(conn.take_unfinished(0).is_some_and(|e| e.sent_bytes == 0));
+    // Reported again only after another response starts.
+    assert!(conn.take_unfinished(0).is_none());
+    conn.open_with_id(10, 4);
+    assert_eq!(conn.receive(req, 10, &mut app), req.len());
+    let mut out = [0u8; 4096];
+    let n = conn.transmit(&mut out, 11, &mut app);
+    assert_eq!(n, 4096);
+    assert_eq!(conn.poll(11 + conn.limits().send_timeout_ms), Action::Abort);
+    let e = conn.take_unfinished(99_999).expect("the aborted response");
+    let head_len = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(e.sent_bytes, (4096 - head_len) as u64);
+    assert_eq!(e.head.user_agent, Some(&b"slow"[..]));
+    assert_eq!((e.status, e.now, e.received), (200, 99_999, 10));
+    assert!(conn.take_unfinished(99_999).is_none());
+    assert!(app.finished.is_empty(), "never sent in full");
+}
+
+#[test]
+fn activity_tells_a_kept_alive_connection_from_a_new_one() {
+    let mut conn = Conn::new();
+    let mut app = TestApp::default();
+    conn.open(10);
+    // Opened, nothing sent yet.
+    assert_eq!(conn.activity(), (Activity::Opened, 10));
+    assert_eq!(conn.receive(b"GET / HT", 20, &mut app), 8);
+    assert_eq!(conn.activity(), (Activity::Request, 20));
+    assert_eq!(conn.receive(b"TP/1.1\r\nHost: t\r\n\r\n", 30, &mut app), 19);
+    assert_eq!(conn.activity().0, Activity::Respond);
+    drain_to(&mut conn, 4096, 40, &mut app);
+    // Response sent, connection kept: idle since the response ended.
+    assert_eq!(conn.activity(), (Activity::Idle, 40));
+    // A new connection on the same socket is new again.
+    conn.open(50);
+    assert_eq!(conn.activity(), (Activity::Opened, 50));
+    // Closed by us (here: by the idle deadline).
+    conn.open(60);
+    conn.receive(GET.as_bytes(), 60, &mut app);
+    drain_to(&mut conn, 4096, 61, &mut app);
+    assert_eq!(conn.poll(61 + limits::IDLE_TIMEOUT_MS), Action::Close);
+    assert_eq!(conn.activity().0, Activity::Closing);
+}

@@ -15,6 +15,9 @@ mod rpl;
 mod slaac;
 mod socket_meta;
 mod socket_set;
+// PATCH (unikernel): SYN cookies.
+#[cfg(feature = "socket-tcp")]
+mod syn_cookie;
 
 mod packet;
 
@@ -28,3 +31,5 @@ pub use self::route::{Route, RouteTableFull, Routes};
 #[cfg(feature = "proto-ipv6-slaac")]
 pub use self::slaac::Slaac;
 pub use self::socket_set::{SocketHandle, SocketSet, SocketStorage};
+#[cfg(feature = "socket-tcp")]
+pub use self::syn_cookie::{MSS_TABLE as SYN_COOKIE_MSS_TABLE, SynCookieStats};

@@ -1162,6 +1162,62 @@ impl<'a> Socket<'a> {
         }
     }
 
+    /// PATCH (unikernel): the window a SYN-ACK from this socket advertises
+    /// (unscaled, as in every SYN); the interface puts it in cookie SYN-ACKs.
+    pub(crate) fn syn_window(&self) -> u16 {
+        u16::try_from(self.rx_buffer.capacity()).unwrap_or(u16::MAX)
+    }
+
+    /// PATCH (unikernel): whether this socket listens, or listened before it
+    /// took its connection, on the endpoint a segment is addressed to.
+    pub(crate) fn serves(&self, ip_repr: &IpRepr, repr: &TcpRepr) -> bool {
+        let addr_ok = match self.listen_endpoint.addr {
+            Some(addr) => ip_repr.dst_addr() == addr,
+            None => true,
+        };
+        self.state != State::Closed
+            && repr.dst_port != 0
+            && repr.dst_port == self.listen_endpoint.port
+            && addr_ok
+    }
+
+    /// PATCH (unikernel): take the connection a valid SYN cookie stands for.
+    /// The listening socket is put where it would be had it received the
+    /// peer's SYN (sequence number `repr.seq_number - 1`, offering `mss`) and
+    /// sent our SYN-ACK with `local_isn` and its `syn_window`: SYN-RECEIVED,
+    /// without window scaling, SACK or timestamps, which a cookie does not
+    /// carry. The caller then processes `repr`, the ACK that returned the
+    /// cookie, which makes the socket ESTABLISHED.
+    pub(crate) fn accept_syn_cookie(
+        &mut self,
+        cx: &mut Context,
+        ip_repr: &IpRepr,
+        repr: &TcpRepr,
+        local_isn: TcpSeqNumber,
+        mss: u16,
+    ) {
+        debug_assert!(self.state == State::Listen);
+        self.remote_mss = (mss as usize).max(MIN_REMOTE_MSS);
+        self.congestion_controller
+            .inner_mut()
+            .set_mss(self.remote_mss);
+        self.tuple = Some(Tuple {
+            local: IpEndpoint::new(ip_repr.dst_addr(), repr.dst_port),
+            remote: IpEndpoint::new(ip_repr.src_addr(), repr.src_port),
+        });
+        self.local_seq_no = local_isn;
+        self.remote_seq_no = repr.seq_number;
+        self.remote_last_seq = local_isn + 1;
+        self.remote_last_ack = Some(repr.seq_number);
+        self.remote_last_win = self.syn_window();
+        self.remote_has_sack = false;
+        self.remote_win_scale = None;
+        self.remote_win_shift = 0;
+        self.tsval_generator = None;
+        self.set_state(State::SynReceived);
+        self.timer.set_for_idle(cx.now(), self.keep_alive);
+    }
+
     /// Return whether the socket is open.
     ///
     /// This function returns true if the socket will process incoming or dispatch outgoing

@@ -155,6 +155,9 @@ pub struct InterfaceInner {
     routes: Routes,
     #[cfg(feature = "multicast")]
     multicast: multicast::State,
+    // PATCH (unikernel): answer SYNs statelessly; see `syn_cookie`.
+    #[cfg(feature = "socket-tcp")]
+    syn_cookies: Option<super::syn_cookie::SynCookies>,
 }
 
 /// Configuration structure used for creating a network interface.
@@ -213,7 +216,7 @@ impl Interface {
         );
 
         // Segmentation offload requires checksum offload.
-        // PATCH (unikernel) 7: name each field only when its protocol is
+        // PATCH (unikernel) 8: name each field only when its protocol is
         // compiled in (upstream fails to build without proto-ipv6).
         #[cfg(feature = "segmentation-offload")]
         let segmenting: &[Option<core::num::NonZeroUsize>] = &[
@@ -303,6 +306,8 @@ impl Interface {
                 #[cfg(feature = "proto-ipv6-slaac")]
                 slaac_updated: Instant::from_millis(0),
                 rand,
+                #[cfg(feature = "socket-tcp")]
+                syn_cookies: None,
             },
         }
     }
@@ -427,6 +432,26 @@ impl Interface {
 
     pub fn routes_mut(&mut self) -> &mut Routes {
         &mut self.inner.routes
+    }
+
+    /// PATCH (unikernel): answer every SYN to a port some TCP socket listens
+    /// on with a SYN cookie instead of handing it to a listening socket, so a
+    /// half-open connection holds no socket; the ACK that returns a valid
+    /// cookie moves a listening socket straight to ESTABLISHED. `secret` keys
+    /// the cookies (two SipHash keys); `None` turns cookies off.
+    #[cfg(feature = "socket-tcp")]
+    pub fn set_syn_cookies(&mut self, secret: Option<[u64; 4]>) {
+        self.inner.syn_cookies = secret.map(super::syn_cookie::SynCookies::new);
+    }
+
+    /// PATCH (unikernel): cookie counters (zero while cookies are off).
+    #[cfg(feature = "socket-tcp")]
+    pub fn syn_cookie_stats(&self) -> super::syn_cookie::SynCookieStats {
+        self.inner
+            .syn_cookies
+            .as_ref()
+            .map(|c| c.stats())
+            .unwrap_or_default()
     }
 
     /// Enable or disable the AnyIP capability.

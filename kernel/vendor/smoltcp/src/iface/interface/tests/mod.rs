@@ -4,6 +4,9 @@ mod ipv4;
 mod ipv6;
 #[cfg(feature = "proto-sixlowpan")]
 mod sixlowpan;
+// PATCH (unikernel): SYN cookies.
+#[cfg(all(feature = "proto-ipv4", feature = "socket-tcp", feature = "medium-ip"))]
+mod syn_cookie;
 
 #[allow(unused)]
 use std::vec::Vec;
