@@ -88,7 +88,8 @@ fn tap_offloads_carry_large_downloads_byte_exact() {
     }
     let tap = HostTap::create();
     let ip = format!("ip={GUEST_IP}/24");
-    let mut cfg = config(&[&ip, "gateway=10.0.4.1"]);
+    // The stats are on the admin listener; put it on the public port.
+    let mut cfg = config(&[&ip, "gateway=10.0.4.1", "admin=public"]);
     cfg.extra_args = vec![
         "-netdev".into(),
         format!("tap,id=net0,ifname={},script=no,downscript=no", tap.0),
