@@ -3,24 +3,21 @@
 //! downloads through them arrive byte-exact with no checksum error on either
 //! side. Under user networking (no offloads offered) it negotiates none.
 //!
-//! QEMU opens a tap created in the host namespace (down, no address: no
-//! traffic there), which is then moved into the test's namespace, where the
-//! clients run. The namespace's own stack trusts partial checksums, so
-//! `tests-qemu/offload/tap_checksums.py` captures the guest's frames on the
-//! tap and checks the partial checksums the way a forwarding host would
-//! complete them. Needs root; skipped otherwise.
+//! The guest is a [`TapGuest`] (its tap moved into the test's namespace,
+//! where the clients run). The namespace's own stack trusts partial
+//! checksums, so `tests-qemu/offload/tap_checksums.py` captures the guest's
+//! frames on the tap and checks the partial checksums the way a forwarding
+//! host would complete them. Needs root; skipped otherwise.
 
 use std::io::{BufRead, BufReader};
-use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
-use tests_qemu::netfault::{Netns, site_file, skip_reason};
+use boot_image::GUEST_ADMIN_PORT;
+use tests_qemu::attack::TapGuest;
+use tests_qemu::netfault::{GUEST_IP, Netns, TAP, site_file, skip_reason};
 use tests_qemu::{INIT_TIMEOUT, boot, config, fail, note};
 
-/// The link inside the namespace (its own subnet, next to the namespace's tap0).
-const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 4, 2);
-const HOST_CIDR: &str = "10.0.4.1/24";
 /// Parallel downloads of each asset.
 const PARALLEL: usize = 6;
 /// Bound on one curl download (seconds).
@@ -29,44 +26,11 @@ const CURL_MAX_S: u64 = 60;
 const CAPTURE_FRAMES: u32 = 3000;
 const CAPTURE_S: u32 = 30;
 
-/// A tap in the host namespace, deleted on drop if it is still there (once
-/// moved into a namespace it goes with it).
-struct HostTap(String);
-
-impl HostTap {
-    fn create() -> HostTap {
-        let name = format!("ukoff{}", std::process::id());
-        run("ip", &["tuntap", "add", "dev", &name, "mode", "tap"]);
-        HostTap(name)
-    }
-}
-
-impl Drop for HostTap {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.0])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn curl(ns: &Netns, path: &str) -> std::process::Child {
+/// `curl` in the namespace for `http://GUEST_IP:port/path`.
+fn curl(ns: &Netns, port: u16, path: &str) -> std::process::Child {
     ns.command("curl")
         .args(["-sS", "--max-time", &CURL_MAX_S.to_string()])
-        .arg(format!("http://{GUEST_IP}{path}"))
+        .arg(format!("http://{GUEST_IP}:{port}{path}"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -86,33 +50,13 @@ fn tap_offloads_carry_large_downloads_byte_exact() {
         note(TEST, format_args!("SKIPPED: {why}"));
         return;
     }
-    let tap = HostTap::create();
-    let ip = format!("ip={GUEST_IP}/24");
-    // The stats are on the admin listener; put it on the public port.
-    let mut cfg = config(&[&ip, "gateway=10.0.4.1", "admin=public"]);
-    cfg.extra_args = vec![
-        "-netdev".into(),
-        format!("tap,id=net0,ifname={},script=no,downscript=no", tap.0),
-        "-device".into(),
-        "virtio-net-device,netdev=net0".into(),
-    ];
-    let guest = boot(TEST, &cfg);
-    let ns = Netns::create();
-    run("ip", &["link", "set", &tap.0, "netns", ns.name()]);
-    for args in [
-        &["addr", "add", HOST_CIDR, "dev", &tap.0][..],
-        &["link", "set", &tap.0, "up"],
-    ] {
-        ns.ip(args).unwrap_or_else(|e| panic!("{e}"));
-    }
+    let tap = TapGuest::start(TEST, &[]);
+    let (guest, ns) = (&tap.guest, &tap.ns);
     let offloads = guest
         .wait_for("net: offloads:", INIT_TIMEOUT)
-        .unwrap_or_else(|e| fail(&guest, e));
+        .unwrap_or_else(|e| fail(guest, e));
     if !offloads.contains("tx checksum true, rx checksum true, tso4 true") {
-        fail(&guest, format_args!("a tap offers offloads; {offloads}"));
-    }
-    if let Err(e) = guest.wait_for("net: ready", INIT_TIMEOUT) {
-        fail(&guest, e);
+        fail(guest, format_args!("a tap offers offloads; {offloads}"));
     }
 
     let script = boot_image::repo_root().join("tests-qemu/offload/tap_checksums.py");
@@ -120,7 +64,7 @@ fn tap_offloads_carry_large_downloads_byte_exact() {
         .command("python3")
         .arg(&script)
         .args([
-            tap.0.clone(),
+            TAP.to_string(),
             CAPTURE_FRAMES.to_string(),
             CAPTURE_S.to_string(),
         ])
@@ -137,7 +81,7 @@ fn tap_offloads_carry_large_downloads_byte_exact() {
     let children: Vec<(&str, std::process::Child)> = assets
         .iter()
         .flat_map(|a| (0..PARALLEL).map(move |_| *a))
-        .map(|a| (a, curl(&ns, &format!("/{a}"))))
+        .map(|a| (a, curl(ns, 80, &format!("/{a}"))))
         .collect();
     let mut problems = Vec::new();
     for (asset, child) in children {
@@ -175,7 +119,7 @@ fn tap_offloads_carry_large_downloads_byte_exact() {
         )),
     }
 
-    let stats = curl(&ns, "/api/stats.json")
+    let stats = curl(ns, GUEST_ADMIN_PORT, "/api/stats.json")
         .wait_with_output()
         .expect("curl stats");
     let json = String::from_utf8_lossy(&stats.stdout).into_owned();
@@ -202,7 +146,7 @@ fn tap_offloads_carry_large_downloads_byte_exact() {
         ),
     );
     if !problems.is_empty() {
-        fail(&guest, problems.join("\n"));
+        fail(guest, problems.join("\n"));
     }
 }
 
