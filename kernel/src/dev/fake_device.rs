@@ -28,7 +28,10 @@ use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Trans
 use virtio_drivers::{BufferDirection, Error, Hal, PAGE_SIZE, PhysAddr};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
+pub const F_CSUM: u64 = 1 << 0;
+pub const F_GUEST_CSUM: u64 = 1 << 1;
 pub const F_MAC: u64 = 1 << 5;
+pub const F_HOST_TSO4: u64 = 1 << 11;
 pub const F_MRG_RXBUF: u64 = 1 << 15;
 pub const F_STATUS: u64 = 1 << 16;
 pub const F_RING_INDIRECT_DESC: u64 = 1 << 28;
@@ -36,6 +39,10 @@ pub const F_RING_EVENT_IDX: u64 = 1 << 29;
 pub const F_VERSION_1: u64 = 1 << 32;
 /// What QEMU's virtio-net offers that virtio-drivers asks for.
 pub const OFFERED: u64 = F_MAC | F_STATUS | F_RING_EVENT_IDX | F_RING_INDIRECT_DESC | F_VERSION_1;
+/// The offloads QEMU's virtio-net adds over a tap with a vnet header (among others).
+pub const OFFERED_OFFLOADS: u64 = F_CSUM | F_GUEST_CSUM | F_HOST_TSO4;
+/// `VIRTIO_NET_HDR_F_DATA_VALID`, spelled out independently of the driver's constant.
+pub const HDR_F_DATA_VALID_FOR_TESTS: u8 = 2;
 
 const DESC_F_NEXT: u16 = 1;
 const DESC_F_WRITE: u16 = 2;
@@ -256,6 +263,10 @@ pub struct State {
     pub backlog: VecDeque<Vec<u8>>,
     /// Frames the driver transmitted, without their virtio-net header.
     pub sent: Vec<Vec<u8>>,
+    /// The virtio-net header of each frame in `sent`.
+    pub sent_headers: Vec<Vec<u8>>,
+    /// `flags` in the header of every frame delivered to the guest.
+    pub rx_header_flags: u8,
     /// Protocol violations by the driver.
     pub violations: Vec<String>,
 }
@@ -286,6 +297,8 @@ impl FakeNet {
             deaf: false,
             backlog: VecDeque::new(),
             sent: Vec::new(),
+            sent_headers: Vec::new(),
+            rx_header_flags: 0,
             violations: Vec::new(),
         })))
     }
@@ -490,6 +503,7 @@ impl FakeNet {
                 return delivered;
             };
             let mut hdr = [0u8; 12];
+            hdr[0] = self.0.borrow().rx_header_flags;
             // num_buffers = 1 (only present in the 12-byte header).
             hdr[10] = 1;
             dma_write_bytes(d.addr, &hdr[..header]);
@@ -522,7 +536,11 @@ impl FakeNet {
                 break;
             };
             match bytes.get(header..) {
-                Some(frame) => self.0.borrow_mut().sent.push(frame.to_vec()),
+                Some(frame) => {
+                    let mut s = self.0.borrow_mut();
+                    s.sent.push(frame.to_vec());
+                    s.sent_headers.push(bytes[..header].to_vec());
+                }
                 None => self.violation(std::format!("TX chain {head} shorter than a header")),
             }
             self.complete(1, head, 0);

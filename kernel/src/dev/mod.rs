@@ -4,6 +4,7 @@
 //! and are unit tested there, the driver over `fake_device`.
 pub mod masked;
 pub mod net;
+pub mod offload;
 pub mod ring;
 
 #[cfg(target_os = "none")]

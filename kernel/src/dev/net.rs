@@ -27,7 +27,13 @@
 //!   name posted buffers are indistinguishable from out-of-order completions and
 //!   are consumed (lengths still checked); the first that names a buffer not
 //!   posted surfaces as `UnknownToken` as above.
+//!
+//! Offloads (`dev/offload.rs`) are negotiated when the device offers them: the
+//! stack then hands over TCP frames with a partial checksum and, with TSO,
+//! frames of up to [`TSO_FRAME_MAX`] bytes that the device cuts into segments.
+//! Those go out of a second, smaller pool of [`TX_LARGE_LEN`] buffers.
 
+use super::offload::{self, OffloadTransport, Offloads, TxOffload};
 use super::ring::RingIndices;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -41,6 +47,19 @@ pub const QUEUE_SIZE: usize = 256;
 /// virtio-drivers wants at least 1526 bytes (header + 1514-byte frame).
 pub const RX_BUFFER_LEN: usize = 2048;
 pub const TX_BUFFER_LEN: usize = 2048;
+/// Largest frame handed to the device for segmentation (TSO): Ethernet header
+/// plus the largest IPv4 packet (its total length is 16 bits).
+pub const TSO_FRAME_MAX: usize = 14 + u16::MAX as usize;
+/// A TX buffer for a TSO frame: the 12-byte virtio-net header and the frame.
+pub const TX_LARGE_LEN: usize = 12 + TSO_FRAME_MAX;
+/// Most large TX buffers by default; the guest sizes it to its heap
+/// ([`Driver::limit_large_buffers`]). They are allocated (fallibly) when
+/// first needed and then kept. While all are in flight, `can_transmit` says
+/// no, as for a full ring: data waits in the socket buffers.
+pub const TX_LARGE_MAX: usize = 64;
+/// The guest's large TX buffers take at most 1/this of its heap.
+pub const TX_LARGE_HEAP_SHARE: usize = 8;
+const _: () = assert!(TX_LARGE_LEN > TX_BUFFER_LEN);
 pub const QUEUE_RECEIVE: u16 = 0;
 pub const QUEUE_TRANSMIT: u16 = 1;
 const _: () = assert!(QUEUE_SIZE.is_power_of_two() && QUEUE_SIZE <= u16::MAX as usize);
@@ -54,7 +73,7 @@ pub trait Kick {
 
 #[cfg(target_os = "none")]
 mod guest {
-    use super::{Driver, DriverError, Kick, QUEUE_SIZE};
+    use super::{Driver, DriverError, Kick, QUEUE_SIZE, TX_LARGE_HEAP_SHARE, TX_LARGE_LEN};
     use crate::dev::virtio::{KernelHal, MaskedTransport, MmioWindow};
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use virtio_drivers::transport::mmio::MmioTransport;
@@ -107,7 +126,17 @@ mod guest {
             transport: MaskedTransport<MmioTransport<'static>>,
             window: MmioWindow,
         ) -> Result<Self, DriverError> {
-            let driver = Driver::start(transport, window)?;
+            let mut driver = Driver::start(transport, window)?;
+            let heap = crate::mem::heap::usage().map_or(0, |u| u.used + u.free);
+            driver.limit_large_buffers(heap / TX_LARGE_HEAP_SHARE / TX_LARGE_LEN);
+            let o = driver.offloads();
+            log::info!(
+                "net: offloads: tx checksum {}, rx checksum {}, tso4 {} (up to {} large TX buffers)",
+                o.tx_checksum,
+                o.rx_checksum,
+                o.tso4,
+                if o.tso4 { driver.tx_large_max } else { 0 }
+            );
             NET_WINDOW.store(window.virt, Ordering::Relaxed);
             Ok(driver)
         }
@@ -116,6 +145,8 @@ mod guest {
 #[cfg(target_os = "none")]
 pub use guest::*;
 
+#[cfg(test)]
+mod offload_tests;
 #[cfg(test)]
 mod tests;
 
@@ -137,6 +168,13 @@ pub struct DriverStats {
     /// than the buffer, token out of step with the ring).
     pub rx_errors: u64,
     pub tx_errors: u64,
+    /// Frames whose checksums the device vouched for (`GUEST_CSUM`), so the
+    /// stack did not check them.
+    pub rx_checksum_vouched: u64,
+    /// Frames sent with a partial checksum for the device to complete, and
+    /// of those, frames the device segments (TSO).
+    pub tx_checksum_offloaded: u64,
+    pub tx_segmentation_offloaded: u64,
     pub rx: RingIndices,
     pub tx: RingIndices,
 }
@@ -154,7 +192,9 @@ pub enum DriverError {
 }
 
 /// Where every buffer is. Invariant (checked by [`Driver::audit`]):
-/// `rx_posted + rx_spare + rx_lent == N` and `tx_posted + tx_free == N`.
+/// `rx_posted + rx_spare + rx_lent == N`, `tx_posted + tx_free == N` (the
+/// frame-sized TX buffers), and large TX buffers posted or in the pool, the
+/// pool holding at most [`TX_LARGE_POOL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Buffers {
     pub rx_posted: usize,
@@ -162,6 +202,8 @@ pub struct Buffers {
     pub rx_lent: usize,
     pub tx_posted: usize,
     pub tx_free: usize,
+    pub tx_large_posted: usize,
+    pub tx_large_free: usize,
 }
 
 /// A broken buffer invariant, with the counts that show it.
@@ -177,6 +219,9 @@ pub struct RxFrame {
     pub buffer: Box<[u8]>,
     pub start: usize,
     pub len: usize,
+    /// The device vouched for the frame's checksums (negotiated `GUEST_CSUM`
+    /// and `DATA_VALID` or `NEEDS_CSUM` in its header).
+    pub checksum_vouched: bool,
 }
 
 impl RxFrame {
@@ -188,14 +233,22 @@ impl RxFrame {
 
 /// The driver over any HAL `H`, transport `T` and kick `K`, with `N`-entry queues.
 pub struct Driver<H: Hal, T: Transport, K: Kick, const N: usize> {
-    raw: VirtIONetRaw<H, T, N>,
+    raw: VirtIONetRaw<H, OffloadTransport<T>, N>,
     kick: K,
+    offloads: Offloads,
+    /// Length of the virtio-net header in front of every TX frame (10 or 12).
+    tx_header_len: usize,
     rx_posted: Vec<Option<Box<[u8]>>>,
     rx_spare: Vec<Box<[u8]>>,
     /// Buffers handed out by `receive` and not yet given back.
     rx_lent: usize,
     tx_posted: Vec<Option<(Box<[u8]>, usize)>>,
     tx_free: Vec<Box<[u8]>>,
+    /// Large (TSO) buffers not posted.
+    tx_large_free: Vec<Box<[u8]>>,
+    /// Large buffers allocated (posted or free), at most `tx_large_max`.
+    tx_large_allocated: usize,
+    tx_large_max: usize,
     /// Test switch (`fault=no-repost`): stop re-posting RX buffers, as the
     /// predecessor did; the stack's ring audit must notice and reset the device.
     skip_refill: bool,
@@ -215,15 +268,25 @@ fn buffer(len: usize) -> Box<[u8]> {
 impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
     /// Initialises the device over `transport` and posts every RX buffer.
     pub fn start(transport: T, kick: K) -> Result<Self, DriverError> {
-        let raw = VirtIONetRaw::<H, T, N>::new(transport).map_err(DriverError::Init)?;
+        let (transport, offloads) = OffloadTransport::new(transport);
+        let raw = VirtIONetRaw::<H, _, N>::new(transport).map_err(DriverError::Init)?;
+        let mut header = [0u8; 16];
+        let tx_header_len = raw
+            .fill_buffer_header(&mut header)
+            .map_err(DriverError::Init)?;
         let mut driver = Driver {
             raw,
             kick,
+            offloads,
+            tx_header_len,
             rx_posted: (0..N).map(|_| None).collect(),
             rx_spare: (0..N).map(|_| buffer(RX_BUFFER_LEN)).collect(),
             rx_lent: 0,
             tx_posted: (0..N).map(|_| None).collect(),
             tx_free: (0..N).map(|_| buffer(TX_BUFFER_LEN)).collect(),
+            tx_large_free: Vec::new(),
+            tx_large_allocated: 0,
+            tx_large_max: TX_LARGE_MAX,
             skip_refill: false,
             tx_full: false,
             rx_avail_at_tick_kick: None,
@@ -238,18 +301,32 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
         self.raw.mac_address()
     }
 
+    /// The offloads negotiated with the device.
+    pub fn offloads(&self) -> Offloads {
+        self.offloads
+    }
+
     /// Buffers currently posted to the device for receiving.
     pub fn rx_posted_count(&self) -> usize {
         self.rx_posted.iter().filter(|b| b.is_some()).count()
     }
 
     pub fn buffers(&self) -> Buffers {
+        let posted = |large: bool| {
+            self.tx_posted
+                .iter()
+                .flatten()
+                .filter(|(buf, _)| (buf.len() > TX_BUFFER_LEN) == large)
+                .count()
+        };
         Buffers {
             rx_posted: self.rx_posted_count(),
             rx_spare: self.rx_spare.len(),
             rx_lent: self.rx_lent,
-            tx_posted: self.tx_posted.iter().filter(|b| b.is_some()).count(),
+            tx_posted: posted(false),
             tx_free: self.tx_free.len(),
+            tx_large_posted: posted(true),
+            tx_large_free: self.tx_large_free.len(),
         }
     }
 
@@ -267,7 +344,12 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
         if usize::from(self.stats.rx.in_flight()) != buffers.rx_posted {
             return fail("RX ring indices disagree with the posted buffers");
         }
-        if usize::from(self.stats.tx.in_flight()) != buffers.tx_posted {
+        if buffers.tx_large_posted + buffers.tx_large_free != self.tx_large_allocated
+            || self.tx_large_allocated > self.tx_large_max
+        {
+            return fail("large TX buffers posted + free != allocated, or above the limit");
+        }
+        if usize::from(self.stats.tx.in_flight()) != buffers.tx_posted + buffers.tx_large_posted {
             return fail("TX ring indices disagree with the posted buffers");
         }
         Ok(())
@@ -335,12 +417,18 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
             match result {
                 Ok((header_len, frame_len)) => {
                     self.stats.rx.completed();
+                    let checksum_vouched = self.offloads.rx_checksum
+                        && buf
+                            .get(..header_len)
+                            .is_some_and(offload::rx_checksum_vouched);
                     let frame = RxFrame {
                         buffer: buf,
                         start: header_len,
                         len: frame_len,
+                        checksum_vouched,
                     };
                     if frame.frame().len() == frame_len {
+                        self.stats.rx_checksum_vouched += u64::from(checksum_vouched);
                         self.stats.frames_in += 1;
                         self.stats.bytes_in += frame_len as u64;
                         self.rx_lent += 1;
@@ -401,7 +489,7 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
             match result {
                 Ok(_) => {
                     self.stats.tx.completed();
-                    self.tx_free.push(buf);
+                    self.put_tx_buffer(buf);
                     reaped += 1;
                 }
                 Err(_) => {
@@ -419,9 +507,13 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
         Ok(reaped)
     }
 
-    /// Whether a frame can be queued right now (a free buffer and descriptor).
+    /// Whether a frame can be queued right now: a free buffer and descriptor,
+    /// and with TSO a large buffer too (the frame's size is not known yet).
     pub fn can_transmit(&mut self) -> bool {
-        let ok = !self.tx_free.is_empty() && self.raw.can_send();
+        let large_ok = !self.offloads.tso4
+            || !self.tx_large_free.is_empty()
+            || self.tx_large_allocated < self.tx_large_max;
+        let ok = !self.tx_free.is_empty() && self.raw.can_send() && large_ok;
         // One event per time the ring fills up, not per refused attempt.
         if !ok && !self.tx_full {
             self.stats.tx_full_events += 1;
@@ -444,22 +536,47 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
         self.tx_full
     }
 
-    /// Queues one frame of `len` bytes written by `fill`. Call only after
-    /// `can_transmit` returned true; otherwise the frame is counted and dropped
-    /// (`fill` still gets `len` bytes to write into: smoltcp indexes its buffer).
-    pub fn transmit<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
-        let Some(mut buf) = self.tx_free.pop() else {
+    /// Queues one frame of `len` bytes written by `fill`, which also says what
+    /// the device is to do for it (complete a partial checksum, segment it).
+    /// Call only after `can_transmit` returned true; otherwise the frame is
+    /// counted and dropped (`fill` still gets `len` bytes to write into:
+    /// smoltcp indexes its buffer). A frame longer than a frame-sized buffer
+    /// takes a large one and must ask for segmentation; a request for an
+    /// offload that was not negotiated drops the frame (counted).
+    pub fn transmit<R>(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> (R, Option<TxOffload>),
+    ) -> R {
+        let total = self.tx_header_len.saturating_add(len);
+        let Some(mut buf) = self.take_tx_buffer(total) else {
             self.stats.tx_errors += 1;
-            return fill(&mut alloc::vec![0u8; len]);
+            return fill(&mut alloc::vec![0u8; len]).0;
         };
         let header_len = self.raw.fill_buffer_header(&mut buf).unwrap_or(0);
-        let total = header_len + len;
         let Some(frame) = buf.get_mut(header_len..total) else {
             self.stats.tx_errors += 1;
-            self.tx_free.push(buf);
-            return fill(&mut alloc::vec![0u8; len]);
+            self.put_tx_buffer(buf);
+            return fill(&mut alloc::vec![0u8; len]).0;
         };
-        let result = fill(frame);
+        let (result, offload) = fill(frame);
+        // A frame in a large buffer exceeds one segment and must be segmented;
+        // a small one may be too (a little over one MSS).
+        let large = buf.len() > TX_BUFFER_LEN;
+        let accepted = match offload {
+            None => !large,
+            Some(o) => {
+                (o.gso.is_some() || !large)
+                    && self.offloads.tx_checksum
+                    && (o.gso.is_none() || self.offloads.tso4)
+                    && buf.get_mut(..header_len).is_some_and(|h| o.write_header(h))
+            }
+        };
+        if !accepted {
+            self.stats.tx_errors += 1;
+            self.put_tx_buffer(buf);
+            return result;
+        }
         // SAFETY: the buffer stays in `tx_posted[token]`, unmoved and untouched, until
         // reap_tx sees the token completed.
         match unsafe { self.raw.transmit_begin(&buf[..total]) } {
@@ -469,18 +586,65 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
                     self.stats.tx.posted();
                     self.stats.frames_out += 1;
                     self.stats.bytes_out += len as u64;
+                    if let Some(o) = offload {
+                        self.stats.tx_checksum_offloaded += 1;
+                        self.stats.tx_segmentation_offloaded += u64::from(o.gso.is_some());
+                    }
                 }
                 _ => {
                     self.stats.tx_errors += 1;
-                    self.tx_free.push(buf);
+                    self.put_tx_buffer(buf);
                 }
             },
             Err(_) => {
                 self.stats.tx_errors += 1;
-                self.tx_free.push(buf);
+                self.put_tx_buffer(buf);
             }
         }
         result
+    }
+
+    /// A TX buffer for `total` bytes (header and frame): a frame-sized one, or
+    /// with TSO negotiated a large one from the pool or newly allocated.
+    /// None if none is free, or the allocation fails.
+    fn take_tx_buffer(&mut self, total: usize) -> Option<Box<[u8]>> {
+        if total <= TX_BUFFER_LEN {
+            return self.tx_free.pop();
+        }
+        if !self.offloads.tso4 || total > TX_LARGE_LEN {
+            return None;
+        }
+        if let Some(buf) = self.tx_large_free.pop() {
+            return Some(buf);
+        }
+        if self.tx_large_allocated >= self.tx_large_max {
+            return None;
+        }
+        let mut v = Vec::new();
+        v.try_reserve_exact(TX_LARGE_LEN).ok()?;
+        v.resize(TX_LARGE_LEN, 0u8);
+        self.tx_large_allocated += 1;
+        Some(v.into_boxed_slice())
+    }
+
+    /// Returns a TX buffer to its pool.
+    fn put_tx_buffer(&mut self, buf: Box<[u8]>) {
+        if buf.len() <= TX_BUFFER_LEN {
+            self.tx_free.push(buf);
+        } else if self.tx_large_allocated > self.tx_large_max {
+            self.tx_large_allocated -= 1;
+        } else {
+            self.tx_large_free.push(buf);
+        }
+    }
+
+    /// Caps the large (TSO) TX buffers at `max` (at least one), e.g. to a
+    /// share of the heap; buffers above a lowered cap are freed as they come back.
+    pub fn limit_large_buffers(&mut self, max: usize) {
+        self.tx_large_max = max.max(1);
+        while self.tx_large_allocated > self.tx_large_max && self.tx_large_free.pop().is_some() {
+            self.tx_large_allocated -= 1;
+        }
     }
 
     /// Periodic insurance against a lost TX kick: if frames are outstanding,

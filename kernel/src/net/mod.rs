@@ -7,6 +7,7 @@
 pub mod eviction;
 pub mod frame;
 pub mod sizing;
+pub mod tx_offload;
 
 /// The public port: the site and `/health`.
 pub const HTTP_PORT: u16 = 80;

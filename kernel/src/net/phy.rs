@@ -7,12 +7,18 @@
 //!
 //! The driver slot is empty only while the device is being reset (the old
 //! driver must be gone before the device is opened again).
+//!
+//! Offloads the device negotiated are passed on to smoltcp: with checksum
+//! offload it leaves TCP checksums to the device, with TSO it emits TCP frames
+//! of up to 64 KiB ([`tx_offload`] prepares both); received frames whose
+//! checksums the device vouched for are not checked again.
 
-use super::frame;
-use crate::dev::net::{DriverError, NetDriver, RxFrame};
+use super::{frame, tx_offload};
+use crate::dev::net::{DriverError, NetDriver, RxFrame, TSO_FRAME_MAX};
 use alloc::vec;
 use core::cell::RefCell;
-use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium};
+use core::num::NonZeroUsize;
+use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::time::Instant;
 
 /// Largest Ethernet frame without the FCS (1500-byte MTU + 14-byte header).
@@ -50,6 +56,8 @@ pub struct Rx<'a, const N: usize> {
 
 pub struct Tx<'a, const N: usize> {
     driver: &'a Slot<N>,
+    /// smoltcp's request to segment this frame (the MSS), if any.
+    segment_size: Option<u16>,
 }
 
 impl<const N: usize> Device for Phy<N> {
@@ -74,7 +82,7 @@ impl<const N: usize> Device for Phy<N> {
                     return None;
                 }
             };
-            if frame::fails_checksum(frame.frame()) {
+            if !frame.checksum_vouched && frame::fails_checksum(frame.frame()) {
                 self.checksum_errors += 1;
                 driver.give_back(frame);
                 continue;
@@ -89,7 +97,10 @@ impl<const N: usize> Device for Phy<N> {
                 frame: Some(frame),
                 driver,
             },
-            Tx { driver },
+            Tx {
+                driver,
+                segment_size: None,
+            },
         ))
     }
 
@@ -99,6 +110,7 @@ impl<const N: usize> Device for Phy<N> {
         }
         Some(Tx {
             driver: &self.driver,
+            segment_size: None,
         })
     }
 
@@ -113,6 +125,20 @@ impl<const N: usize> Device for Phy<N> {
         caps.checksum.tcp = Checksum::Tx;
         caps.checksum.udp = Checksum::Tx;
         caps.checksum.icmpv4 = Checksum::Tx;
+        // Called by smoltcp between tokens, never while one holds the driver;
+        // should that change, no offloads is the safe answer.
+        let offloads = self
+            .driver
+            .try_borrow()
+            .ok()
+            .and_then(|d| d.as_ref().map(NetDriver::offloads))
+            .unwrap_or_default();
+        if offloads.tx_checksum {
+            caps.checksum.tcp = Checksum::None;
+        }
+        if offloads.tso4 {
+            caps.segmentation.tcpv4 = NonZeroUsize::new(TSO_FRAME_MAX);
+        }
         caps
     }
 }
@@ -147,9 +173,22 @@ impl<const N: usize> Drop for Rx<'_, N> {
 impl<const N: usize> phy::TxToken for Tx<'_, N> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         match self.driver.borrow_mut().as_mut() {
-            Some(driver) => driver.transmit(len, f),
+            Some(driver) => {
+                let offloads = driver.offloads();
+                driver.transmit(len, |buf| {
+                    let result = f(buf);
+                    (
+                        result,
+                        tx_offload::prepare(buf, self.segment_size, offloads),
+                    )
+                })
+            }
             // Tokens are only handed out while a driver is present.
             None => f(&mut vec![0u8; len]),
         }
+    }
+
+    fn set_meta(&mut self, meta: PacketMeta) {
+        self.segment_size = meta.segmentation_offload_size.map(|s| s.get());
     }
 }

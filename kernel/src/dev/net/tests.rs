@@ -263,7 +263,7 @@ fn tx_indices_wrap_and_every_frame_is_sent_in_order() {
     while on_wire < TOTAL {
         while queued < TOTAL && driver.can_transmit() {
             let f = small_frame(queued);
-            driver.transmit(f.len(), |buf| buf.copy_from_slice(&f));
+            driver.transmit(f.len(), |buf| (buf.copy_from_slice(&f), None));
             queued += 1;
         }
         dev.complete_tx(1 + rng.below(N as u64) as usize);
@@ -334,7 +334,7 @@ fn lost_notifications_cost_at_most_one_tick() {
     let out: Vec<Vec<u8>> = (1000..1003).map(frame).collect();
     for f in &out {
         assert!(driver.can_transmit());
-        driver.transmit(f.len(), |buf| buf.copy_from_slice(f));
+        driver.transmit(f.len(), |buf| (buf.copy_from_slice(f), None));
     }
 
     let mut received = Vec::new();
@@ -417,7 +417,7 @@ fn full_tx_queue_refuses_without_spinning_and_recovers() {
     let frames: Vec<Vec<u8>> = (0..N as u64 + 5).map(frame).collect();
     for f in &frames[..N] {
         assert!(driver.can_transmit());
-        driver.transmit(f.len(), |buf| buf.copy_from_slice(f));
+        driver.transmit(f.len(), |buf| (buf.copy_from_slice(f), None));
     }
     assert!(!driver.can_transmit());
     assert!(!driver.can_transmit());
@@ -426,7 +426,7 @@ fn full_tx_queue_refuses_without_spinning_and_recovers() {
     assert_eq!(driver.stats.tx_full_events, 1);
     assert_eq!(driver.reap_tx().expect("reap"), 0, "nothing completed yet");
     // Called anyway: dropped and counted; `fill` still gets the bytes it asked for.
-    assert_eq!(driver.transmit(100, |buf| buf.len()), 100);
+    assert_eq!(driver.transmit(100, |buf| (buf.len(), None)), 100);
     assert_eq!(driver.stats.tx_errors, 1);
     assert_eq!(driver.stats.frames_out, N as u64);
     let b = driver.buffers();
@@ -437,7 +437,7 @@ fn full_tx_queue_refuses_without_spinning_and_recovers() {
     assert_eq!(driver.reap_tx().expect("reap"), 5);
     for f in &frames[N..] {
         assert!(driver.can_transmit());
-        driver.transmit(f.len(), |buf| buf.copy_from_slice(f));
+        driver.transmit(f.len(), |buf| (buf.copy_from_slice(f), None));
     }
     assert!(!driver.can_transmit());
     assert_eq!(dev.complete_tx(2 * N), N);
@@ -613,7 +613,7 @@ fn tx_used_id_not_posted_is_surfaced() {
     let (mut driver, dev) = start(DeviceConfig::modern());
     for n in 0..2 {
         let f = frame(n);
-        driver.transmit(f.len(), |buf| buf.copy_from_slice(&f));
+        driver.transmit(f.len(), |buf| (buf.copy_from_slice(&f), None));
     }
     dev.push_used_raw(1, 7, 0);
     for _ in 0..2 {

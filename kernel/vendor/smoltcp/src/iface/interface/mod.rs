@@ -215,12 +215,18 @@ impl Interface {
             "The hardware address does not match the medium of the interface."
         );
 
-        #[cfg(feature = "segmentation-offload")]
         // Segmentation offload requires checksum offload.
-        if [caps.segmentation.tcpv4, caps.segmentation.tcpv6]
-            .iter()
-            .any(Option::is_some)
-        {
+        // PATCH (unikernel) 8: name each field only when its protocol is
+        // compiled in (upstream fails to build without proto-ipv6).
+        #[cfg(feature = "segmentation-offload")]
+        let segmenting: &[Option<core::num::NonZeroUsize>] = &[
+            #[cfg(all(feature = "socket-tcp", feature = "proto-ipv4"))]
+            caps.segmentation.tcpv4,
+            #[cfg(all(feature = "socket-tcp", feature = "proto-ipv6"))]
+            caps.segmentation.tcpv6,
+        ];
+        #[cfg(feature = "segmentation-offload")]
+        if segmenting.iter().any(Option::is_some) {
             assert!(
                 !caps.checksum.tcp.tx(),
                 "Device capabilities are inconsistent."
