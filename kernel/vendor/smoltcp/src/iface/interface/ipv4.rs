@@ -232,7 +232,28 @@ impl InterfaceInner {
 
             #[cfg(feature = "socket-tcp")]
             IpProtocol::Tcp => {
-                self.process_tcp(sockets, handled_by_raw_socket, ip_repr, ip_payload)
+                // PATCH (unikernel) 9: a cookie SYN-ACK keeps no state, so
+                // nothing sends it again once ARP resolves: with no neighbor
+                // entry for the reply's next hop it would be lost (the ARP
+                // request goes out instead) and the client would wait for
+                // its SYN retransmission, 1 s on Linux, 3-6 s in QEMU's user
+                // networking (the first connection after boot). Learn the
+                // next hop from the SYN's frame, as the ARP code learns from
+                // requests aimed at us; an existing entry is left alone.
+                #[cfg(feature = "medium-ethernet")]
+                let bare_syn = self.syn_cookies.is_some()
+                    && ip_payload.get(13).is_some_and(|flags| flags & 0x12 == 0x02);
+                let reply = self.process_tcp(sockets, handled_by_raw_socket, ip_repr, ip_payload);
+                #[cfg(feature = "medium-ethernet")]
+                if bare_syn && reply.is_some() && source_hardware_addr.is_unicast() {
+                    let peer = IpAddress::Ipv4(ipv4_repr.src_addr);
+                    if let Some(hop) = self.route(&peer, self.now)
+                        && !self.neighbor_cache.lookup(&hop, self.now).found()
+                    {
+                        self.neighbor_cache.fill(hop, source_hardware_addr, self.now);
+                    }
+                }
+                reply
             }
 
             _ if handled_by_raw_socket => None,

@@ -271,3 +271,61 @@ fn a_syn_to_a_port_nobody_serves_is_still_reset() {
     assert_eq!(reply.map(|r| r.control), Some(TcpControl::Rst));
     assert_eq!(iface.syn_cookie_stats().sent, 0);
 }
+
+/// The IPv4 packet carrying `tcp` (from [`segment`]).
+#[cfg(feature = "medium-ethernet")]
+fn ipv4_bytes(ip: &IpRepr, tcp: &[u8]) -> Vec<u8> {
+    let IpRepr::Ipv4(repr) = ip else {
+        unreachable!("segment() builds IPv4")
+    };
+    let mut bytes = vec![0u8; repr.buffer_len() + tcp.len()];
+    repr.emit(
+        &mut Ipv4Packet::new_unchecked(&mut bytes[..]),
+        &ChecksumCapabilities::default(),
+    );
+    bytes[repr.buffer_len()..].copy_from_slice(tcp);
+    bytes
+}
+
+/// PATCH (unikernel) 9: a cookie SYN-ACK is sent once and never again, so the
+/// SYN's sender becomes the neighbor of its reply when none is known (an ARP
+/// miss would lose the SYN-ACK). Without cookies nothing changes.
+#[test]
+#[cfg(feature = "medium-ethernet")]
+fn a_cookie_syn_teaches_the_next_hop_of_its_syn_ack() {
+    for cookies in [true, false] {
+        let (mut iface, mut sockets, _) = setup(Medium::Ethernet);
+        if cookies {
+            iface.set_syn_cookies(Some([1, 2, 3, 4]));
+        }
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 4096]),
+            tcp::SocketBuffer::new(vec![0; 4096]),
+        );
+        s.listen(PORT).unwrap();
+        sockets.add(s);
+        let peer = Ipv4Address::new(192, 168, 1, 50);
+        let mac = HardwareAddress::Ethernet(EthernetAddress([2, 0, 0, 0, 0, 0x50]));
+        let (ip, tcp_bytes) = segment(peer, 4000, TcpControl::Syn, 7, None, &[]);
+        let bytes = ipv4_bytes(&ip, &tcp_bytes);
+        let packet = Ipv4Packet::new_checked(&bytes[..]).unwrap();
+        let now = iface.inner.now;
+        let reply = iface.inner.process_ipv4(
+            &mut sockets,
+            PacketMeta::default(),
+            mac,
+            &packet,
+            &mut iface.fragments,
+        );
+        assert_eq!(reply.is_some(), cookies, "cookies {cookies}");
+        assert_eq!(
+            iface
+                .inner
+                .neighbor_cache
+                .lookup(&IpAddress::Ipv4(peer), now)
+                .found(),
+            cookies,
+            "cookies {cookies}"
+        );
+    }
+}
