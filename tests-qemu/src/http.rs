@@ -74,6 +74,7 @@ pub const STATS_COUNTERS: &[&str] = &[
     "rx_checksum_errors",
     "heap_used",
     "heap_free",
+    "tx_large_buffer_bytes",
     "loop_iterations",
     "access_log_lines",
     "access_log_dropped",

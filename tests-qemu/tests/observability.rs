@@ -308,6 +308,13 @@ const METRICS: &[MetricRow] = &[
     ("heap_used", "unikernel_heap_used_bytes", &[], "gauge", 1.0),
     ("heap_free", "unikernel_heap_free_bytes", &[], "gauge", 1.0),
     (
+        "tx_large_buffer_bytes",
+        "unikernel_tx_large_buffer_bytes",
+        &[],
+        "gauge",
+        1.0,
+    ),
+    (
         "loop_iterations",
         "unikernel_loop_iterations_total",
         &[],

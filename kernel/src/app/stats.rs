@@ -188,6 +188,9 @@ stats! {
         => "Kernel heap in use.",
     heap_free: Gauge "unikernel_heap_free_bytes"
         => "Kernel heap free.",
+    /// Part of `heap_used`: a pool that grows to the load's peak and is kept.
+    tx_large_buffer_bytes: Gauge "unikernel_tx_large_buffer_bytes"
+        => "Heap held by the NIC's large TX buffers (segmentation offload).",
     loop_iterations: Counter "unikernel_loop_iterations_total"
         => "Main-loop iterations.",
     /// Times the 16-bit RX/TX used indices wrapped (65535 -> 0).
@@ -443,6 +446,7 @@ mod tests {
             "rx_checksum_errors",
             "heap_used",
             "heap_free",
+            "tx_large_buffer_bytes",
             "loop_iterations",
             "version",
         ] {

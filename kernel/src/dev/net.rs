@@ -311,6 +311,11 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
         self.rx_posted.iter().filter(|b| b.is_some()).count()
     }
 
+    /// Heap held by the large TX buffers (posted or free).
+    pub fn large_buffer_bytes(&self) -> usize {
+        self.tx_large_allocated * TX_LARGE_LEN
+    }
+
     pub fn buffers(&self) -> Buffers {
         let posted = |large: bool| {
             self.tx_posted

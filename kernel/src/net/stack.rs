@@ -360,6 +360,10 @@ impl<const N: usize> Stack<N> {
         stats.tx_avail_idx = u64::from(current.tx.avail);
         stats.tx_used_idx = u64::from(current.tx.used);
         stats.device_resets = self.device_resets;
+        stats.tx_large_buffer_bytes = self
+            .phy
+            .driver_mut()
+            .map_or(0, |d| d.large_buffer_bytes() as u64);
         let cookies = self.iface.syn_cookie_stats();
         stats.syn_cookies_sent = cookies.sent;
         stats.syn_cookies_valid = cookies.valid;
