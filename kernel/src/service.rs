@@ -23,6 +23,7 @@
 //! per-tick housekeeping; its stats are filled on the next full pass. A full
 //! pass polls the stack, runs every HTTP connection, and polls again so the
 //! responses just written leave in the same pass.
+#![forbid(unsafe_code)]
 
 use crate::app::access_log::{AccessLog, LineBuffer};
 use crate::app::routes::{ProfileWriter, Scope};

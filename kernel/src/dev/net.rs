@@ -1,8 +1,8 @@
 //! virtio-net driver on `virtio_drivers::VirtIONetRaw`, owning every buffer.
 //!
-//! The predecessor read only the newest used entry and never re-posted RX
-//! buffers, and `VirtIONet::receive` can drop a buffer on an error path. Here
-//! every RX buffer lives in exactly one place — posted to the device
+//! A driver that reads only the newest used entry, or never re-posts RX
+//! buffers, goes deaf under load, and `VirtIONet::receive` can drop a buffer
+//! on an error path. Here every RX buffer lives in exactly one place — posted to the device
 //! (`rx_posted[token]`), lent to the network stack, or `rx_spare` — and every
 //! path, errors included, puts it back; [`Driver::refill`] re-posts all spare
 //! buffers and then kicks the queue, whatever the device's suppression flag
@@ -236,7 +236,7 @@ pub enum DriverError {
 /// Where every buffer is. Invariant (checked by [`Driver::audit`]):
 /// `rx_posted + rx_spare + rx_lent == N`, `tx_posted + tx_free == N` (the
 /// frame-sized TX buffers), and large TX buffers posted or in the pool, the
-/// pool holding at most [`TX_LARGE_POOL`].
+/// pool holding at most [`TX_LARGE_MAX`] (or the cap the guest sets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Buffers {
     pub rx_posted: usize,

@@ -156,7 +156,7 @@ pub fn instant(ms: u64) -> Instant {
 
 impl<D: Nic> Stack<D> {
     /// The stack over `driver`, a port `nic` opened. `seed` and `later_seed`
-    /// are two readings of the guest's entropy (see [`syn_cookie_secret`]).
+    /// are two readings of the guest's entropy (see `syn_cookie_secret`).
     pub fn new(
         nic: D,
         driver: D::Port,
