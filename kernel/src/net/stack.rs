@@ -115,15 +115,15 @@ pub struct StackCounters {
 
 pub struct Stack<D: Nic> {
     carried: Totals,
-    pub phy: Phy<D::Port>,
+    phy: Phy<D::Port>,
     /// The device, to open it again on reset.
     nic: D,
-    pub device_resets: u64,
+    device_resets: u64,
     /// Consecutive ticks with RX buffers missing from the ring after a refill.
     ticks_short_of_buffers: u32,
     /// TX used index and when it last moved while frames were in flight.
     tx_watch: (u16, u64),
-    pub iface: Interface,
+    iface: Interface,
     pub sockets: SocketSet<'static>,
     dhcp: Option<SocketHandle>,
     gateway: Ipv4Address,
