@@ -3,23 +3,14 @@
 //! Layers, bottom up; each uses only the ones before it:
 //! - [`arch`]: GDT/TSS, IDT with naked entry stubs, LAPIC, IOAPIC, TSC clock, serial, exit.
 //! - [`mem`]: frame allocator, the kernel's own page tables, heap.
-//! - [`dev`]: devices (fw_cfg, virtio-net behind the [`dev::port`] traits, the
-//!   access log's virtio console).
-//! - [`net`]: the smoltcp stack over a NIC port, and the HTTP socket pools.
-//! - [`http`]: HTTP/1.1 connections with no I/O of their own.
-//! - [`app`]: what is served: the site, the built-in endpoints, the stats.
-//!
-//! [`service`] composes net and app into the main loop's pass (host-buildable,
-//! driven by the guest and by tests); [`boot`] is the bring-up order and the
-//! guest's main loop; [`access_sink`] and [`wall_clock`] are the parts of that
-//! composition for the access log and the time of day.
+//! - [`dev`]: devices (fw_cfg, virtio-net, the access log's virtio console).
+//! - [`boot`]: bring-up order and the main loop; [`access_sink`] and
+//!   [`wall_clock`] are the parts of that composition for the access log and
+//!   the time of day.
 //!
 //! Pure modules ([`config`], [`cmdline`], [`diag`], [`mem::frames`], [`wall_clock`])
 //! build on the host and are unit tested there; everything touching the CPU exists
-//! only for `target_os = "none"`. `unsafe` is confined to `arch`, `mem` and `dev`,
-//! and to [`boot`] where it vouches for their `unsafe fn` contracts (the heap's
-//! block, the command line's device windows, the NIC's window).
-
+//! only for `target_os = "none"`, and `unsafe` is confined to `arch`, `mem` and `dev`.
 #![cfg_attr(not(test), no_std)]
 #![deny(
     unsafe_op_in_unsafe_fn,
