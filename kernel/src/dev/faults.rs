@@ -50,16 +50,6 @@ impl<P: Port> Port for NoRepost<P> {
     ) -> R {
         self.port.transmit(len, fill)
     }
-    fn post_spare(&mut self) -> usize {
-        if self.broken {
-            0
-        } else {
-            self.port.post_spare()
-        }
-    }
-    fn kick_rx(&mut self) {
-        self.port.kick_rx()
-    }
     fn refill(&mut self) -> usize {
         if self.broken { 0 } else { self.port.refill() }
     }

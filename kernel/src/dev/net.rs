@@ -407,15 +407,6 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
     /// publishing `avail.idx` without a full fence, so its own decision can be
     /// stale, and a missed kick after the ring ran dry would stall RX for good.
     pub fn refill(&mut self) -> usize {
-        let posted = self.post_spare();
-        if posted > 0 {
-            self.kick_rx();
-        }
-        posted
-    }
-
-    /// The posting half of [`refill`](Self::refill), without its kick.
-    pub fn post_spare(&mut self) -> usize {
         let mut posted = 0;
         while let Some(mut buf) = self.rx_spare.pop() {
             // SAFETY: the buffer is heap memory (DMA-able) that we keep, unmoved and
@@ -439,6 +430,9 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
                     break;
                 }
             }
+        }
+        if posted > 0 {
+            self.kick_rx();
         }
         posted
     }

@@ -38,20 +38,8 @@ pub trait Port {
         len: usize,
         fill: impl FnOnce(&mut [u8]) -> (R, Option<TxOffload>),
     ) -> R;
-    /// Posts every spare RX buffer, without kicking; how many were posted.
-    fn post_spare(&mut self) -> usize;
-    /// Kicks the RX queue, whatever the device's suppression flag says.
-    fn kick_rx(&mut self);
-    /// Posts every spare RX buffer and, if any was posted, kicks the RX
-    /// queue; how many were posted. (A wrapper that overrides this, or one of
-    /// its halves, changes what the stack's refill does.)
-    fn refill(&mut self) -> usize {
-        let posted = self.post_spare();
-        if posted > 0 {
-            self.kick_rx();
-        }
-        posted
-    }
+    /// Posts every spare RX buffer and kicks the RX queue; how many were posted.
+    fn refill(&mut self) -> usize;
     /// Once per timer tick, after a [`refill`](Port::refill): kick both
     /// queues again, so a lost notification costs at most one tick.
     fn kick_queues(&mut self);
@@ -116,12 +104,6 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Port for Driver<H, T, K, N> 
         fill: impl FnOnce(&mut [u8]) -> (R, Option<TxOffload>),
     ) -> R {
         Driver::transmit(self, len, fill)
-    }
-    fn post_spare(&mut self) -> usize {
-        Driver::post_spare(self)
-    }
-    fn kick_rx(&mut self) {
-        Driver::kick_rx(self)
     }
     fn refill(&mut self) -> usize {
         Driver::refill(self)
