@@ -240,6 +240,11 @@ impl<D: Nic> Stack<D> {
         &mut self.nic
     }
 
+    /// The port in use (`None` while a reset is failing to open a new one).
+    pub fn port(&mut self) -> Option<&mut D::Port> {
+        self.phy.driver_mut()
+    }
+
     pub fn is_configured(&self) -> bool {
         self.configured
     }
