@@ -14,7 +14,7 @@ use boot_image::{
     AccessLogChannel, Artifacts, FAULT_EXIT_STATUS, GUEST_ADMIN_PORT, Guest, build_image,
     build_image_with_site, repo_root,
 };
-use cli::{Cli, RunOptions, USAGE};
+use cli::{Cli, QemuArgsOptions, RunOptions, USAGE};
 use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
@@ -57,6 +57,7 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Ok(Cli::Run(opts)) => run(&opts),
+        Ok(Cli::QemuArgs(opts)) => print_qemu_args(&opts),
         Ok(Cli::Bundle { dir, out }) => {
             let started = std::time::Instant::now();
             match boot_image::bundle::build(&dir, &out) {
@@ -78,6 +79,32 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+    }
+}
+
+/// `qemu-args`: the command line on stdout, so that scripts and tests start
+/// QEMU exactly as `cargo run` does rather than keeping a copy of it.
+fn print_qemu_args(opts: &QemuArgsOptions) -> ExitCode {
+    let image = match &opts.image {
+        Some(image) => image.clone(),
+        None => match build_image(opts.run.profile) {
+            Ok(artifacts) => artifacts.image,
+            Err(e) => return fail(&e),
+        },
+    };
+    let Some(image_text) = image.to_str() else {
+        return fail(&format!("image path {} is not valid UTF-8", image.display()));
+    };
+    let cfg = opts.qemu_config();
+    match boot_image::qemu_args(std::path::Path::new(image_text), cfg.accel, &cfg) {
+        Ok(args) => {
+            let mut words = vec![boot_image::QEMU_PROGRAM.to_string()];
+            // The arguments are built from UTF-8 options (validated).
+            words.extend(args.iter().map(|a| a.to_string_lossy().into_owned()));
+            println!("{}", cli::shell_line(&words));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 

@@ -39,7 +39,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// ib700 timeout: the host resets a guest whose main loop stops for this long
 /// (even with interrupts disabled, where the soft-lockup detector is blind).
 const WATCHDOG_S: u32 = 10;
-const CONFIG_FILE: &str = "opt/unikernel/config";
+const CONFIG_FILE: &str = crate::config::FW_CFG_FILE;
 
 fn stop(what: core::fmt::Arguments) -> ! {
     panic!("boot: {what}")

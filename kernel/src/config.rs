@@ -5,7 +5,9 @@
 
 use core::fmt;
 
+mod fw_cfg_file;
 mod serving;
+pub use fw_cfg_file::FW_CFG_FILE;
 pub use serving::{ADMIN_SOCKETS, Admin, DEFAULT_ADMIN_PORT, Serving};
 
 /// Longest configuration string read from fw_cfg; the rest is ignored (and reported).
