@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::http::{Client, Response, free_port};
+use crate::http::{Response, free_port};
 use crate::note;
 
 /// Where `install.sh` puts the image, and where the units boot it from.
@@ -727,13 +727,7 @@ impl UnitGuest {
         path: &str,
         timeout: Duration,
     ) -> Result<Response, String> {
-        let mut client = Client::connect(addr, timeout).map_err(|e| format!("connect: {e}"))?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-        client
-            .send(request.as_bytes())
-            .map_err(|e| format!("send: {e}"))?;
-        client.read_response(false)
+        crate::http::get_within(addr, path, timeout)
     }
 
     /// Retries `GET /health` until it answers 200 `ok` (at most `timeout`);

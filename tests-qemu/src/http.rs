@@ -411,8 +411,13 @@ impl HttpGuest {
 
 /// `GET path` to `addr` on a new connection with `Connection: close`.
 pub fn get_from(addr: SocketAddr, path: &str) -> Result<Response, String> {
+    get_within(addr, path, IO_TIMEOUT)
+}
+
+/// [`get_from`] with its own connect timeout.
+pub fn get_within(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Response, String> {
     let mut client =
-        Client::connect(addr, IO_TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
+        Client::connect(addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     client
         .send(req.as_bytes())

@@ -46,6 +46,7 @@ use nix::sched::{CloneFlags, setns};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, Uid};
 
+use crate::http::parse_response;
 use crate::{INIT_TIMEOUT, boot, config, note};
 
 /// The guest's address (static, guest config `ip=`).
@@ -73,7 +74,7 @@ const RELAY_MAX_SECONDS: u32 = 600;
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Per-attempt connect timeout while waiting for `/health`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest response head accepted.
+/// Bound on a response head, for the total a response may take.
 const MAX_HEAD: usize = 16 * 1024;
 /// Largest response body accepted (the biggest asset is 1.5 MiB).
 const MAX_BODY: usize = 8 << 20;
@@ -998,7 +999,8 @@ fn fetch(
     read_response(&mut stream, end, stall, &mut progress)
 }
 
-/// Reads one response (head, then a `Content-Length` body) from `stream`.
+/// Reads one response (head, then a `Content-Length` body) from `stream`,
+/// parsed by [`crate::http::parse_response`], timing every byte's arrival.
 fn read_response(
     stream: &mut TcpStream,
     end: Instant,
@@ -1007,58 +1009,33 @@ fn read_response(
 ) -> Result<Fetch, FetchError> {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut head: Option<(u16, usize, usize, bool)> = None;
     // Each pass reads at least one byte or returns.
     for _ in 0..=MAX_HEAD + MAX_BODY {
-        if head.is_none() {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(&buf) {
-                Ok(httparse::Status::Complete(head_len)) => {
-                    let status = resp.code.unwrap_or(0);
-                    let field = |name: &str| {
-                        resp.headers
-                            .iter()
-                            .find(|h| h.name.eq_ignore_ascii_case(name))
-                            .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
-                    };
-                    let close =
-                        field("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
-                    let length = match field("content-length").map(|v| v.parse::<usize>()) {
-                        Some(Ok(n)) if n <= MAX_BODY => n,
-                        Some(Ok(n)) => return Err(progress.error(format!("body of {n} bytes"))),
-                        Some(Err(_)) => return Err(progress.error("bad Content-Length")),
-                        None => {
-                            return Err(
-                                progress.error(format!("no Content-Length (status {status})"))
-                            );
-                        }
-                    };
-                    head = Some((status, head_len, length, close));
-                }
-                Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                    return Err(progress.error(format!("response head over {MAX_HEAD} bytes")));
-                }
-                Ok(httparse::Status::Partial) => {}
-                Err(e) => return Err(progress.error(format!("bad response head: {e}"))),
-            }
+        if buf.len() > MAX_HEAD + MAX_BODY {
+            return Err(progress.error(format!(
+                "response over {} bytes",
+                MAX_HEAD + MAX_BODY
+            )));
         }
-        if let Some((status, head_len, length, close)) = head
-            && buf.len() >= head_len + length
-        {
-            if buf.len() > head_len + length {
-                return Err(progress.error(format!(
-                    "{} bytes after the response",
-                    buf.len() - head_len - length
-                )));
+        match parse_response(&buf, false) {
+            Ok(Some((response, used))) => {
+                if buf.len() > used {
+                    return Err(progress.error(format!(
+                        "{} bytes after the response",
+                        buf.len() - used
+                    )));
+                }
+                let close = response.closes();
+                return Ok(Fetch {
+                    status: response.status,
+                    body: response.body,
+                    elapsed: progress.start.elapsed(),
+                    max_gap: progress.max_gap,
+                    close,
+                });
             }
-            return Ok(Fetch {
-                status,
-                body: buf.split_off(head_len),
-                elapsed: progress.start.elapsed(),
-                max_gap: progress.max_gap,
-                close,
-            });
+            Ok(None) => {}
+            Err(e) => return Err(progress.error(e)),
         }
         let now = Instant::now();
         if now >= end {
