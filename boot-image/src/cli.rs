@@ -350,7 +350,9 @@ fn parse_run(
     }
     if extra.tap.is_some() {
         if port_given || no_net || extra.admin_port.is_some() {
-            return Err("--tap replaces user networking: no --port, --admin-port or --no-net".to_string());
+            return Err(
+                "--tap replaces user networking: no --port, --admin-port or --no-net".to_string(),
+            );
         }
         opts.port = None;
     }
@@ -564,7 +566,10 @@ mod tests {
     #[test]
     fn qemu_args_takes_the_run_options_and_its_own() {
         let plain = qemu_args(&["--accel", "tcg", "--memory", "64", "--port", "9000"]);
-        assert_eq!(plain.run, run(&["--accel", "tcg", "--memory", "64", "--port", "9000"]));
+        assert_eq!(
+            plain.run,
+            run(&["--accel", "tcg", "--memory", "64", "--port", "9000"])
+        );
         let cfg = plain.qemu_config();
         assert_eq!(cfg.host_port, Some(9000));
         assert_eq!(cfg.config, ["admin=public"]);
@@ -615,7 +620,10 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        assert_eq!(shell_line(&words), r#"qemu -m 128M 'a b' 'it'\''s' '' x,y=z"#);
+        assert_eq!(
+            shell_line(&words),
+            r#"qemu -m 128M 'a b' 'it'\''s' '' x,y=z"#
+        );
     }
 
     #[test]

@@ -93,7 +93,10 @@ fn print_qemu_args(opts: &QemuArgsOptions) -> ExitCode {
         },
     };
     let Some(image_text) = image.to_str() else {
-        return fail(&format!("image path {} is not valid UTF-8", image.display()));
+        return fail(&format!(
+            "image path {} is not valid UTF-8",
+            image.display()
+        ));
     };
     let cfg = opts.qemu_config();
     match boot_image::qemu_args(std::path::Path::new(image_text), cfg.accel, &cfg) {

@@ -150,7 +150,9 @@ impl QemuConfig {
                 return Err("a tap device replaces user networking: no host ports".to_string());
             }
             if ifname.is_empty() || ifname.contains(',') || ifname.chars().any(char::is_control) {
-                return Err(format!("tap device name {ifname:?} is not an interface name"));
+                return Err(format!(
+                    "tap device name {ifname:?} is not an interface name"
+                ));
             }
         }
         if self.admin_host_port.is_some() && self.admin_host_port == self.host_port {

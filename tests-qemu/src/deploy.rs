@@ -502,6 +502,27 @@ pub fn expand_command(
     Ok(argv)
 }
 
+/// The QEMU options of `argv` (program name first) as sorted `(option,
+/// value)` pairs, so two command lines compare whatever their order. Only the
+/// flags in [`VALUELESS_QEMU_FLAGS`] stand alone; every other option takes
+/// the next word.
+pub fn qemu_options(argv: &[String]) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut words = argv.iter().skip(1);
+    while let Some(word) = words.next() {
+        if VALUELESS_QEMU_FLAGS.contains(&word.as_str()) {
+            out.push((word.clone(), None));
+        } else {
+            out.push((word.clone(), words.next().cloned()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The value-less QEMU flags the launcher and the units use.
+pub const VALUELESS_QEMU_FLAGS: &[&str] = &["-nodefaults", "-no-user-config", "-no-reboot"];
+
 /// The value after `flag` for every occurrence in `argv`.
 pub fn flag_values<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
     argv.windows(2)

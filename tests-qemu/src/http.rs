@@ -416,8 +416,7 @@ pub fn get_from(addr: SocketAddr, path: &str) -> Result<Response, String> {
 
 /// [`get_from`] with its own connect timeout.
 pub fn get_within(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Response, String> {
-    let mut client =
-        Client::connect(addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut client = Client::connect(addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     client
         .send(req.as_bytes())

@@ -1012,18 +1012,14 @@ fn read_response(
     // Each pass reads at least one byte or returns.
     for _ in 0..=MAX_HEAD + MAX_BODY {
         if buf.len() > MAX_HEAD + MAX_BODY {
-            return Err(progress.error(format!(
-                "response over {} bytes",
-                MAX_HEAD + MAX_BODY
-            )));
+            return Err(progress.error(format!("response over {} bytes", MAX_HEAD + MAX_BODY)));
         }
         match parse_response(&buf, false) {
             Ok(Some((response, used))) => {
                 if buf.len() > used {
-                    return Err(progress.error(format!(
-                        "{} bytes after the response",
-                        buf.len() - used
-                    )));
+                    return Err(
+                        progress.error(format!("{} bytes after the response", buf.len() - used))
+                    );
                 }
                 let close = response.closes();
                 return Ok(Fetch {
