@@ -19,6 +19,8 @@
 
 #[path = "http/bad_input.rs"]
 mod bad_input;
+#[path = "http/corpus.rs"]
+mod corpus;
 #[path = "http/load.rs"]
 mod load;
 #[path = "http/pool.rs"]
