@@ -194,7 +194,7 @@ pub enum DriverError {
 /// Where every buffer is. Invariant (checked by [`Driver::audit`]):
 /// `rx_posted + rx_spare + rx_lent == N`, `tx_posted + tx_free == N` (the
 /// frame-sized TX buffers), and large TX buffers posted or in the pool, the
-/// pool holding at most [`TX_LARGE_POOL`].
+/// pool holding at most `tx_large_max` ([`TX_LARGE_MAX`] by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Buffers {
     pub rx_posted: usize,
