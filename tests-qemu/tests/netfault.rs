@@ -42,20 +42,20 @@ const PROBE_LIMIT: Duration = Duration::from_secs(10);
 /// doubling while the retransmission is lost too, reset by the next ACK of
 /// new data; see kernel/vendor/smoltcp/PATCHES.md): 5 s allows four losses of
 /// one segment in a row (0.2 + 0.4 + 0.8 + 1.6 s) with room for delay.
-/// Before those patches gaps of 8-16 s were common under the loss profile.
+/// Without those patches gaps of 8-16 s are common under the loss profile.
 const MAX_GAP: Duration = Duration::from_secs(5);
 /// A download's read blocks this long at most (beyond the guest's 30 s
 /// send-progress deadline, so the guest's own behaviour shows).
 const READ_STALL: Duration = Duration::from_secs(45);
-/// Parallel downloads under the issue's fault profile, and their time bound.
+/// Parallel downloads under [`LOSSY_PROFILE`], and their time bound.
 const DOWNLOADS: usize = 5;
 const DOWNLOADS_DEADLINE: Duration = Duration::from_secs(120);
 /// Decisions per direction the relay logs, compared with its dry run.
 const LOGGED_DECISIONS: usize = 200;
 
-/// The issue's example: 5% loss, 20 ms ± 10 ms, 10% reorder, 1% duplication,
+/// A bad wide-area link: 5% loss, 20 ms ± 10 ms, 10% reorder, 1% duplication,
 /// both ways.
-const ISSUE_PROFILE: Profile = Profile {
+const LOSSY_PROFILE: Profile = Profile {
     loss: 5.0,
     delay_ms: 20.0,
     jitter_ms: 10.0,
@@ -345,7 +345,7 @@ fn clean_relay_path() {
     report(&net, &problems);
 }
 
-/// F1, the issue's example profile both ways: 5 parallel downloads of the
+/// F1, [`LOSSY_PROFILE`] both ways: 5 parallel downloads of the
 /// 1.5 MiB asset byte-exact within 120 s, none going [`MAX_GAP`] without a
 /// byte, `/health` probed every second on a keep-alive connection, no fault
 /// dump, sane counters, no busy spin, and the relay's live decisions equal to
@@ -357,7 +357,7 @@ fn loss_delay_reorder_duplication() {
         return;
     }
     let seed = seed(test, 2);
-    let mut net = FaultNet::start(test, ISSUE_PROFILE, seed, LOGGED_DECISIONS, &[]);
+    let mut net = FaultNet::start(test, LOSSY_PROFILE, seed, LOGGED_DECISIONS, &[]);
     let mut problems = Vec::new();
     let before = stats_now(&net);
     let prober = net.start_prober(PROBE_INTERVAL, PROBE_LIMIT);
@@ -390,8 +390,8 @@ fn loss_delay_reorder_duplication() {
 /// Every probe answered within [`PROBE_LIMIT`]; late ones (over
 /// [`PROBE_LATE`]) at most 1 + 5% of them and never two in a row. A late
 /// probe needs two losses on its own exchange (a response lost twice costs the
-/// guest's retransmission timeout, 1 s + 2 s); measured under the issue's
-/// profile: 0 to 5% late per run, 1.5% on average. Two late probes in a row
+/// guest's retransmission timeout, 1 s + 2 s); measured under
+/// [`LOSSY_PROFILE`]: 0 to 5% late per run, 1.5% on average. Two late probes in a row
 /// would be the service stalling, not bad luck.
 fn check_probes(probes: &[Probe], problems: &mut Vec<String>) {
     if probes.is_empty() {
@@ -570,7 +570,7 @@ fn same_seed_same_decisions() {
     let seed = seed(test, 4);
     let profile = Profile {
         corrupt: 2.0,
-        ..ISSUE_PROFILE
+        ..LOSSY_PROFILE
     };
     let first = dry_run(seed, &profile, 50);
     let second = dry_run(seed, &profile, 50);

@@ -1,6 +1,6 @@
 //! Faults injected from outside (QMP) and by guest config, each in the middle
-//! of downloads and under wrk load (TESTING.md F3, F4, F6, L6; the "never
-//! stall" issue, items 2, 4, 6 and 8).
+//! of downloads and under wrk load (TESTING.md F3, F4, F6, L6): the service
+//! must never stall.
 //!
 //! | test | fault | expected |
 //! |------|-------|----------|

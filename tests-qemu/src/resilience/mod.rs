@@ -35,7 +35,7 @@ use crate::http::{Client, HttpGuest, Transport, boot_http_with, parse_response, 
 use crate::note;
 use crate::qmp::{Qmp, SocketFile, socket_path};
 
-/// Size of `kernel/site/large.bin` (the "1 MiB download" of the issue: 1.5 MiB).
+/// Size of `kernel/site/large.bin` (a download that outlasts a 5 s outage: 1.5 MiB).
 pub const LARGE_LEN: usize = 1_572_864;
 /// How long `/health` may take after an outage ends, and a probe under load.
 pub const HEALTH_LIMIT: Duration = Duration::from_secs(2);

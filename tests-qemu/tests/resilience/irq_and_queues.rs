@@ -3,8 +3,6 @@
 use super::outage::{note_wrk, wrk_mixed};
 use super::*;
 
-// Lost interrupts and small queues, under load (issue items 2, 4, 8).
-
 /// 16-bit virtqueue indices wrap every 65,536 frames; a little more so the
 /// ring's initial offset (buffers pre-posted) cannot matter.
 const WRAP_FRAMES: u64 = 65_536 + 1_024;
