@@ -102,7 +102,9 @@ mod guest {
     pub fn on_interrupt() {
         let virt = NET_WINDOW.load(Ordering::Relaxed);
         if virt != 0 {
-            MmioWindow { virt }.ack_interrupt();
+            // SAFETY: NET_WINDOW only ever holds the address of a constructed
+            // MmioWindow (stored by `new`), which stays valid for the kernel's life.
+            unsafe { MmioWindow::new(x86_64::VirtAddr::new_truncate(virt)) }.ack_interrupt();
         }
         let count = NET_INTERRUPTS.fetch_add(1, Ordering::Relaxed) + 1;
         let every = IGNORE_EVERY.load(Ordering::Relaxed);
@@ -137,7 +139,7 @@ mod guest {
                 o.tso4,
                 if o.tso4 { driver.tx_large_max } else { 0 }
             );
-            NET_WINDOW.store(window.virt, Ordering::Relaxed);
+            NET_WINDOW.store(window.virt().as_u64(), Ordering::Relaxed);
             Ok(driver)
         }
     }
