@@ -1,4 +1,4 @@
-//! Network faults between the guest and its clients (TESTING.md F1, F2): a seeded
+//! Network faults between the guest and its clients: a seeded
 //! relay (`tests-qemu/relay/relay.py`) sits between QEMU's `-netdev dgram`
 //! and a tap device in a network namespace each test creates; the clients run
 //! in that namespace (see `tests_qemu::netfault`).
@@ -8,7 +8,7 @@
 //! | `clean_relay_path`                    | none: the path itself, counters frame-exact    |
 //! | `loss_delay_reorder_duplication`      | 5% loss, 20 ± 10 ms, 10% reorder, 1% dup       |
 //! | `corruption_is_dropped_by_checksums`  | 2% of frames with one flipped byte             |
-//! | `rate_limit_with_tail_drop` (F2)      | 4 Mbit/s, 8-frame queue, tail drop             |
+//! | `rate_limit_with_tail_drop`           | 4 Mbit/s, 8-frame queue, tail drop             |
 //! | `same_seed_same_decisions`            | the relay's decisions replay from the seed     |
 //!
 //! The tests that boot a guest need root (namespaces, tap devices); without
@@ -345,7 +345,7 @@ fn clean_relay_path() {
     report(&net, &problems);
 }
 
-/// F1, [`LOSSY_PROFILE`] both ways: 5 parallel downloads of the
+/// [`LOSSY_PROFILE`] both ways: 5 parallel downloads of the
 /// 1.5 MiB asset byte-exact within 120 s, none going [`MAX_GAP`] without a
 /// byte, `/health` probed every second on a keep-alive connection, no fault
 /// dump, sane counters, no busy spin, and the relay's live decisions equal to

@@ -1,5 +1,5 @@
 //! Faults injected from outside (QMP) and by guest config, each in the middle
-//! of downloads and under wrk load (TESTING.md F3, F4, F6, L6): the service
+//! of downloads and under wrk load: the service
 //! must never stall.
 //!
 //! | test | fault | expected |

@@ -1,4 +1,4 @@
-//! Attacks on the server's connection handling (TESTING.md B12, B14), run
+//! Attacks on the server's connection handling, run
 //! with the tools people use, while legitimate clients measure what they get.
 //!
 //! - [`TapGuest`]: the guest's NIC on a tap device inside a network namespace

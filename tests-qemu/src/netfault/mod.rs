@@ -1,4 +1,4 @@
-//! Network faults for the QEMU tests (TESTING.md F1, F2): a seeded relay
+//! Network faults for the QEMU tests: a seeded relay
 //! between the guest's NIC and a tap device in a network namespace the test
 //! creates, and HTTP clients that talk to the guest from inside that namespace.
 //!

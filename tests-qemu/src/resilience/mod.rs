@@ -1,6 +1,5 @@
-//! Host-side tools for the fault tests in `tests/resilience.rs` (TESTING.md F3,
-//! F4, F6, L6): faults injected from outside (QMP) or by guest config while the
-//! guest is under load, and the measurements that judge them.
+//! Host-side tools for the fault tests in `tests/resilience.rs`: faults
+//! injected from outside (QMP) or by guest config while the guest is under load, and the measurements that judge them.
 //!
 //! - [`boot_qmp`]: an HTTP guest (see [`crate::http::boot_http`]) with a QMP
 //!   socket, connected.

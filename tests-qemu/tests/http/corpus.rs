@@ -35,7 +35,7 @@ pub(crate) fn corpus() -> Vec<Case> {
     use Expect::{Error, Served};
     let h = "GET /health HTTP/1.1\r\nHost: a\r\n";
     let mut c = vec![
-        // Request line (B1).
+        // Request line.
         case(
             "bare LF everywhere",
             "GET /health HTTP/1.1\nHost: a\n\n",
@@ -202,7 +202,7 @@ pub(crate) fn corpus() -> Vec<Case> {
             "HEAD /health HTTP/1.1\r\n\r\n",
             Error(400),
         ),
-        // Framing and smuggling shapes (B3).
+        // Framing and smuggling shapes.
         case(
             "chunked",
             format!("{h}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n{SMUGGLED}"),
@@ -282,7 +282,7 @@ pub(crate) fn corpus() -> Vec<Case> {
             format!("{h}X-A b\r\n\r\n"),
             Error(400),
         ),
-        // Limits (B2).
+        // Limits.
         case(
             "GET body over 1024",
             format!("{h}Content-Length: 1025\r\n\r\n{}", "b".repeat(1025)),
