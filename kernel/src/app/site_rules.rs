@@ -1,7 +1,7 @@
 //! A site's `_headers` and `_redirects` files (Netlify / Cloudflare Pages
 //! syntax), parsed once when the site is built, never per request.
 //!
-//! `build.rs` includes this file with `#[path]` beside [`pattern`](super::pattern)
+//! `build.rs` includes this file with `#[path]` beside [`pattern`]
 //! and turns the rules into static tables; the kernel's host tests exercise it.
 //! Every malformed line is an error naming its line and the reason.
 //!
