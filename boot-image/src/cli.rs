@@ -15,6 +15,10 @@ Usage:
                                              target/image/<profile>/unikernel-site.elf
   cargo run -- bundle DIR -o FILE            write site directory DIR as a bundle
                                              (for -initrd; no kernel build)
+  cargo qemu-args [OPTIONS] [QEMU-ARGS-OPTIONS] [-- QEMU-ARGS...]
+                                             print, shell-quoted on one line, the QEMU
+                                             command `cargo run` with OPTIONS would start
+                                             (scripts and tests start QEMU from it)
 
 Options:
   --release           boot the release kernel (default)
@@ -35,6 +39,14 @@ Options:
   -h, --help          this help
   -- QEMU-ARGS...     appended verbatim to QEMU's command line
                       (e.g. cargo run -- --port 8081 -- -d int,cpu_reset)
+
+qemu-args also takes:
+  --image FILE        the image to boot (default: build it, as `cargo image` does)
+  --tap IFNAME        the NIC on this existing tap device instead of user networking
+                      (no --port; give the guest an address with --config ip=...)
+  --admin-port PORT   host 127.0.0.1:PORT forwarded to the guest's admin port 8081
+  --access-log FILE   the access log's virtio serial port, appended to FILE
+  --no-clock          leave out clock= (the host's time now), for a fixed command line
 
 Ctrl-C stops QEMU (the launcher waits up to 2 s, then kills it).
 
@@ -59,6 +71,8 @@ pub enum Cli {
     },
     /// Build and boot.
     Run(RunOptions),
+    /// Print the QEMU command line of a run.
+    QemuArgs(QemuArgsOptions),
     /// Write a site directory as a bundle.
     Bundle {
         dir: PathBuf,
@@ -129,6 +143,55 @@ impl RunOptions {
     }
 }
 
+/// `qemu-args`: a run's options and what only a printed command line needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QemuArgsOptions {
+    pub run: RunOptions,
+    /// `None`: build the image of `run.profile`.
+    pub image: Option<PathBuf>,
+    pub tap: Option<String>,
+    pub admin_port: Option<u16>,
+    pub access_log: Option<PathBuf>,
+    pub no_clock: bool,
+}
+
+impl QemuArgsOptions {
+    /// The configuration `cargo run` would boot with, plus the extras.
+    pub fn qemu_config(&self) -> QemuConfig {
+        let mut cfg = self.run.qemu_config();
+        if self.tap.is_some() {
+            cfg.host_port = None;
+        }
+        cfg.tap = self.tap.clone();
+        cfg.admin_host_port = self.admin_port;
+        cfg.access_log = self
+            .access_log
+            .clone()
+            .map(boot_image::AccessLogChannel::File);
+        if self.no_clock {
+            cfg.wall_clock = None;
+        }
+        cfg
+    }
+}
+
+/// `words` as one POSIX shell line: a word with anything but
+/// `[A-Za-z0-9_./:=,@%+-]` goes in single quotes.
+pub fn shell_line(words: &[String]) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:=,@%+-".contains(c);
+    words
+        .iter()
+        .map(|w| {
+            if !w.is_empty() && w.chars().all(plain) {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Splits `--name=value` into `("--name", Some("value"))`.
 fn split_inline(arg: &str) -> (&str, Option<&str>) {
     match arg.split_once('=') {
@@ -188,6 +251,20 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
         args.next();
         return parse_bundle(args);
     }
+    if args.peek().map(String::as_str) == Some("qemu-args") {
+        args.next();
+        return Ok(parse_run(args, true)?.map_or(Cli::Help, Cli::QemuArgs));
+    }
+    Ok(parse_run(args, false)?.map_or(Cli::Help, |o| Cli::Run(o.run)))
+}
+
+/// A run's options (`None` for help); with `qemu_args`, also the options only
+/// `qemu-args` takes (without, they are unknown options).
+fn parse_run(
+    mut args: impl Iterator<Item = String>,
+    qemu_args: bool,
+) -> Result<Option<QemuArgsOptions>, String> {
+    let mut extra = QemuArgsOptions::default();
     let mut opts = RunOptions::default();
     let mut port_given = false;
     let mut no_net = false;
@@ -198,7 +275,23 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
             None => Ok(()),
         };
         match name {
-            "-h" | "--help" => return Ok(Cli::Help),
+            "-h" | "--help" => return Ok(None),
+            "--image" if qemu_args => {
+                extra.image = Some(take_value(name, inline, &mut args, "FILE")?.into());
+            }
+            "--tap" if qemu_args => {
+                extra.tap = Some(take_value(name, inline, &mut args, "IFNAME")?);
+            }
+            "--admin-port" if qemu_args => {
+                extra.admin_port = Some(parse_port(&take_value(name, inline, &mut args, "PORT")?)?);
+            }
+            "--access-log" if qemu_args => {
+                extra.access_log = Some(take_value(name, inline, &mut args, "FILE")?.into());
+            }
+            "--no-clock" if qemu_args => {
+                flag_only()?;
+                extra.no_clock = true;
+            }
             "--release" => {
                 flag_only()?;
                 opts.profile = Profile::Release;
@@ -255,7 +348,19 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
         }
         opts.port = None;
     }
-    Ok(Cli::Run(opts))
+    if extra.tap.is_some() {
+        if port_given || no_net || extra.admin_port.is_some() {
+            return Err(
+                "--tap replaces user networking: no --port, --admin-port or --no-net".to_string(),
+            );
+        }
+        opts.port = None;
+    }
+    extra.run = opts;
+    if qemu_args {
+        extra.qemu_config().validate()?;
+    }
+    Ok(Some(extra))
 }
 
 fn parse_bundle(mut args: impl Iterator<Item = String>) -> Result<Cli, String> {
@@ -447,6 +552,78 @@ mod tests {
             })
         );
         assert!(parse_strs(&["image", "--port", "1"]).is_err());
+    }
+
+    fn qemu_args(args: &[&str]) -> QemuArgsOptions {
+        let mut all = vec!["qemu-args"];
+        all.extend_from_slice(args);
+        match parse_strs(&all) {
+            Ok(Cli::QemuArgs(opts)) => opts,
+            other => panic!("{args:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn qemu_args_takes_the_run_options_and_its_own() {
+        let plain = qemu_args(&["--accel", "tcg", "--memory", "64", "--port", "9000"]);
+        assert_eq!(
+            plain.run,
+            run(&["--accel", "tcg", "--memory", "64", "--port", "9000"])
+        );
+        let cfg = plain.qemu_config();
+        assert_eq!(cfg.host_port, Some(9000));
+        assert_eq!(cfg.config, ["admin=public"]);
+        assert!(cfg.wall_clock.is_some() && cfg.tap.is_none());
+
+        let extra = qemu_args(&[
+            "--image",
+            "/i.elf",
+            "--tap=tap0",
+            "--config",
+            "ip=10.0.2.15/24",
+            "--access-log",
+            "/tmp/a.log",
+            "--no-clock",
+        ]);
+        assert_eq!(extra.image, Some(PathBuf::from("/i.elf")));
+        let cfg = extra.qemu_config();
+        assert_eq!(cfg.tap.as_deref(), Some("tap0"));
+        assert_eq!(cfg.host_port, None);
+        assert_eq!(cfg.wall_clock, None);
+        assert_eq!(
+            cfg.access_log,
+            Some(boot_image::AccessLogChannel::File("/tmp/a.log".into()))
+        );
+        let admin = qemu_args(&["--admin-port", "9081"]).qemu_config();
+        assert_eq!(admin.admin_host_port, Some(9081));
+
+        // Its own options are not run's, and a tap excludes host ports.
+        assert!(parse_strs(&["--tap", "tap0"]).is_err());
+        assert!(parse_strs(&["--image", "/i.elf"]).is_err());
+        for bad in [
+            &["--tap", "tap0", "--port", "1"][..],
+            &["--tap", "tap0", "--admin-port", "2"],
+            &["--tap", "tap0", "--no-net"],
+            &["--admin-port", "8080"],
+            &["--tap", "a,b"],
+        ] {
+            let mut all = vec!["qemu-args"];
+            all.extend_from_slice(bad);
+            assert!(parse_strs(&all).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_strs(&["qemu-args", "--help"]), Ok(Cli::Help));
+    }
+
+    #[test]
+    fn shell_line_quotes_what_the_shell_would_split() {
+        let words: Vec<String> = ["qemu", "-m", "128M", "a b", "it's", "", "x,y=z"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            shell_line(&words),
+            r#"qemu -m 128M 'a b' 'it'\''s' '' x,y=z"#
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use boot_image::{
     AccessLogChannel, Artifacts, FAULT_EXIT_STATUS, GUEST_ADMIN_PORT, Guest, build_image,
     build_image_with_site, repo_root,
 };
-use cli::{Cli, RunOptions, USAGE};
+use cli::{Cli, QemuArgsOptions, RunOptions, USAGE};
 use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
@@ -57,6 +57,7 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Ok(Cli::Run(opts)) => run(&opts),
+        Ok(Cli::QemuArgs(opts)) => print_qemu_args(&opts),
         Ok(Cli::Bundle { dir, out }) => {
             let started = std::time::Instant::now();
             match boot_image::bundle::build(&dir, &out) {
@@ -79,6 +80,38 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `qemu-args`: the command line on stdout, so that scripts and tests start
+/// QEMU exactly as `cargo run` does rather than keeping a copy of it.
+fn print_qemu_args(opts: &QemuArgsOptions) -> ExitCode {
+    let image = match &opts.image {
+        Some(image) => image.clone(),
+        None => match build_image(opts.run.profile) {
+            Ok(artifacts) => artifacts.image,
+            Err(e) => return fail(&e),
+        },
+    };
+    match qemu_args_line(opts, &image) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// The QEMU command for `opts` booting `image`, as one shell line.
+fn qemu_args_line(opts: &QemuArgsOptions, image: &std::path::Path) -> Result<String, String> {
+    if image.to_str().is_none() {
+        return Err(format!("image path {} is not valid UTF-8", image.display()));
+    }
+    let cfg = opts.qemu_config();
+    let args = boot_image::qemu_args(image, cfg.accel, &cfg)?;
+    let mut words = vec![boot_image::QEMU_PROGRAM.to_string()];
+    // Every argument comes from UTF-8 options and a UTF-8 image path.
+    words.extend(args.iter().map(|a| a.to_string_lossy().into_owned()));
+    Ok(cli::shell_line(&words))
 }
 
 fn fail(message: &str) -> ExitCode {
@@ -247,4 +280,51 @@ fn report_exit(status: ExitStatus, artifacts: &Artifacts) -> ExitCode {
 /// An exit status as the byte a process can return (1 if it does not fit).
 fn exit_byte(code: i32) -> u8 {
     u8::try_from(code).unwrap_or(FAILURE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The printed line, split by a real shell, is the launcher's command.
+    #[test]
+    fn printed_qemu_args_are_the_launchers_through_a_shell() {
+        let parsed = cli::parse(
+            [
+                "qemu-args",
+                "--accel",
+                "tcg",
+                "--config",
+                "log=a b's",
+                "--access-log",
+                "/tmp/x y.log",
+                "--no-clock",
+            ]
+            .map(String::from),
+        );
+        let Ok(Cli::QemuArgs(opts)) = parsed else {
+            panic!("{parsed:?}");
+        };
+        let image = std::path::Path::new("/img/unikernel image.elf");
+        let line = qemu_args_line(&opts, image).unwrap();
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("printf '%s\\n' {line}")])
+            .output()
+            .expect("sh");
+        let words: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        let cfg = opts.qemu_config();
+        let mut expected = vec![boot_image::QEMU_PROGRAM.to_string()];
+        expected.extend(
+            boot_image::qemu_args(image, cfg.accel, &cfg)
+                .unwrap()
+                .into_iter()
+                .map(|a| a.into_string().unwrap()),
+        );
+        assert_eq!(words, expected);
+        assert!(words.iter().any(|w| w == "/img/unikernel image.elf"));
+    }
 }

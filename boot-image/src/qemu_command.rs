@@ -10,8 +10,12 @@ use std::time::Duration;
 /// The QEMU binary (looked up in `PATH`).
 pub const QEMU_PROGRAM: &str = "qemu-system-x86_64";
 
+// The kernel's own spelling of the fw_cfg file name, so the two cannot drift.
+#[path = "../../kernel/src/config/fw_cfg_file.rs"]
+mod fw_cfg_file;
+
 /// The fw_cfg file the kernel reads its runtime configuration from.
-pub const CONFIG_FW_CFG_NAME: &str = "opt/unikernel/config";
+pub const CONFIG_FW_CFG_NAME: &str = fw_cfg_file::FW_CFG_FILE;
 
 /// The guest port that `QemuConfig::host_port` is forwarded to.
 pub const GUEST_HTTP_PORT: u16 = 80;
@@ -64,8 +68,14 @@ pub struct QemuConfig {
     /// Guest RAM in MiB (default 128).
     pub memory_mib: u32,
     /// `Some(p)`: a virtio-net NIC on user-mode networking with host `127.0.0.1:p`
-    /// forwarded to guest port 80. `None`: no NIC. Default `Some(8080)`.
+    /// forwarded to guest port 80. `None`: no NIC (unless [`QemuConfig::tap`]).
+    /// Default `Some(8080)`.
     pub host_port: Option<u16>,
+    /// `Some(ifname)`: the virtio-net NIC on an existing tap device instead of
+    /// user networking (`script=no,downscript=no`; the guest then needs an
+    /// address of its own, `ip=` in [`QemuConfig::config`]). Requires
+    /// `host_port: None`. Default `None`.
+    pub tap: Option<String>,
     /// Guest configuration items `key=value`, passed joined with `,` in the fw_cfg file
     /// `opt/unikernel/config`. Items must not contain `,`.
     pub config: Vec<String>,
@@ -108,6 +118,7 @@ impl Default for QemuConfig {
             accel: Accel::Auto,
             memory_mib: 128,
             host_port: Some(8080),
+            tap: None,
             config: Vec::new(),
             debug_exit: true,
             no_reboot: true,
@@ -133,6 +144,16 @@ impl QemuConfig {
         }
         if self.host_port == Some(0) || self.admin_host_port == Some(0) {
             return Err("host port must not be 0".to_string());
+        }
+        if let Some(ifname) = &self.tap {
+            if self.host_port.is_some() || self.admin_host_port.is_some() {
+                return Err("a tap device replaces user networking: no host ports".to_string());
+            }
+            if ifname.is_empty() || ifname.contains(',') || ifname.chars().any(char::is_control) {
+                return Err(format!(
+                    "tap device name {ifname:?} is not an interface name"
+                ));
+            }
         }
         if self.admin_host_port.is_some() && self.admin_host_port == self.host_port {
             return Err("the admin port must differ from the site's port".to_string());
@@ -260,6 +281,18 @@ pub fn qemu_args(image: &Path, accel: Accel, cfg: &QemuConfig) -> Result<Vec<OsS
                 ",hostfwd=tcp:127.0.0.1:{admin}-:{GUEST_ADMIN_PORT}"
             ));
         }
+        push_all(
+            &mut args,
+            &[
+                "-netdev",
+                &netdev,
+                "-device",
+                "virtio-net-device,netdev=net0",
+            ],
+        );
+    }
+    if let Some(ifname) = &cfg.tap {
+        let netdev = format!("tap,id=net0,ifname={ifname},script=no,downscript=no");
         push_all(
             &mut args,
             &[
@@ -448,6 +481,34 @@ mod tests {
             ["user,id=net0,hostfwd=tcp:127.0.0.1:18081-:80"]
         );
         assert!(values(&a, "-device").contains(&"virtio-net-device,netdev=net0"));
+    }
+
+    #[test]
+    fn tap_replaces_user_networking() {
+        let cfg = QemuConfig {
+            host_port: None,
+            tap: Some("tap0".into()),
+            ..QemuConfig::default()
+        };
+        let a = args(Accel::Tcg, &cfg);
+        assert_eq!(
+            values(&a, "-netdev"),
+            ["tap,id=net0,ifname=tap0,script=no,downscript=no"]
+        );
+        assert!(values(&a, "-device").contains(&"virtio-net-device,netdev=net0"));
+        for bad in [
+            QemuConfig {
+                tap: Some("tap0".into()),
+                ..QemuConfig::default()
+            },
+            QemuConfig {
+                host_port: None,
+                tap: Some("a,b".into()),
+                ..QemuConfig::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

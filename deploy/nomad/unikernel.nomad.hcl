@@ -12,8 +12,9 @@
 #   nomad job run -var bundle_url=https://example.com/site.bundle \
 #       -var count=3 deploy/nomad/unikernel.nomad.hcl
 #
-# The QEMU arguments are those of deploy/unikernel.service with the port and
-# the bundle from the allocation (tests-qemu/tests/nomad.rs boots them).
+# The QEMU arguments are the launcher's (`cargo qemu-args`) with the port and
+# the bundle from the allocation, as in deploy/unikernel.service
+# (tests-qemu/tests/nomad.rs boots them and compares them with the launcher's).
 
 variable "count" {
   type    = number

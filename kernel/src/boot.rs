@@ -2,7 +2,7 @@
 //! then [`serving`] (the main loop), or the idle loop without a NIC.
 
 use crate::arch::{
-    self, clock, cpu, fault, gdt, idt, ioapic, lapic, lockup, rtc, serial, watchdog,
+    self, clock, cpu, fault, gdt, idt, ioapic, lapic, lockup, pic, rtc, serial, watchdog,
 };
 use crate::cmdline;
 use crate::config::{Config, LogLevel, MAX_CONFIG_LEN, NetFault};
@@ -18,6 +18,7 @@ use crate::wall_clock;
 use bootloader_api::BootInfo;
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use virtio_drivers::transport::{DeviceType, Transport};
+use x86_64::PhysAddr;
 
 /// What we ask of the loader: all physical memory mapped (anywhere), and a
 /// 256 KiB boot stack (it gets an unmapped guard page below it).
@@ -35,7 +36,7 @@ const WATCHDOG_S: u32 = 10;
 
 mod serving;
 use serving::{Extras, serve_sized};
-const CONFIG_FILE: &str = "opt/unikernel/config";
+const CONFIG_FILE: &str = crate::config::FW_CFG_FILE;
 
 fn stop(what: core::fmt::Arguments) -> ! {
     panic!("boot: {what}")
@@ -158,7 +159,7 @@ fn init_heap(boot_info: &BootInfo, frame_allocator: &mut frames::FrameAllocator)
         });
     // SAFETY: fresh frames from the allocator, mapped writable in the physical window,
     // used by nothing else; init runs once.
-    unsafe { heap::init(paging::phys_to_virt(heap_start), heap_size) };
+    unsafe { heap::init(paging::phys_to_virt(PhysAddr::new(heap_start)), heap_size) };
     HeapBlock {
         start: heap_start,
         size: heap_size,
@@ -327,20 +328,24 @@ fn load_config(cmdline: &[u8]) -> (Config, alloc::vec::Vec<cmdline::MmioDevice>)
 
 fn init_interrupts() -> alloc::vec::Vec<ioapic::IoApic> {
     let mut found = alloc::vec::Vec::new();
-    // The legacy PICs stay masked; everything goes through the IOAPICs and LAPIC.
-    cpu::outb(0x21, 0xff);
-    cpu::outb(0xa1, 0xff);
-    lapic::init(
-        paging::phys_to_virt(lapic::LAPIC_PHYS),
-        idt::SPURIOUS_VECTOR,
-    );
-    for (i, phys) in ioapic::IOAPIC_PHYS.iter().enumerate() {
+    pic::mask_all();
+    // SAFETY: the physical-memory window maps the LAPIC page uncached for the
+    // kernel's life (paging::build: no RAM there).
+    unsafe {
+        lapic::init(
+            paging::phys_to_virt(lapic::LAPIC_PHYS),
+            idt::SPURIOUS_VECTOR,
+        )
+    };
+    for (i, &phys) in ioapic::IOAPIC_PHYS.iter().enumerate() {
         let gsi_base = i as u32 * ioapic::GSI_PER_IOAPIC;
-        match ioapic::IoApic::probe(paging::phys_to_virt(*phys), gsi_base) {
+        // SAFETY: as for the LAPIC; each IOAPIC window is probed once, here.
+        match unsafe { ioapic::IoApic::probe(paging::phys_to_virt(phys), gsi_base) } {
             Some(mut io) => {
                 io.mask_all();
+                // The index tells the two apart: microvm gives both IOAPIC ID 0.
                 log::info!(
-                    "irq: ioapic {} at {phys:#x}: GSI {}..{} masked",
+                    "irq: ioapic {i} (id {}) at {phys:#x}: GSI {}..{} masked",
                     io.id(),
                     gsi_base,
                     gsi_base + io.entries - 1

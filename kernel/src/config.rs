@@ -5,7 +5,9 @@
 
 use core::fmt;
 
+mod fw_cfg_file;
 mod serving;
+pub use fw_cfg_file::FW_CFG_FILE;
 pub use serving::{ADMIN_SOCKETS, Admin, DEFAULT_ADMIN_PORT, Serving};
 
 /// Longest configuration string read from fw_cfg; the rest is ignored (and reported).
@@ -14,7 +16,7 @@ pub const MAX_CONFIG_LEN: usize = 4096;
 /// Test-only fault injection (`fault=...`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// Read through `0xffffffffffffff88`, the predecessor's fatal pointer.
+    /// Read through `0xffffffffffffff88` (a null pointer minus 120, unmapped).
     PageFault,
     Panic,
     /// Unbounded recursion into the stack guard page.
@@ -79,8 +81,8 @@ pub enum NetFault {
     DropIrq(u32),
     /// Never route the NIC interrupt: only the periodic tick services the rings.
     NoIrq,
-    /// Stop re-posting RX buffers (the predecessor's bug) until the ring audit
-    /// notices and resets the device.
+    /// Stop re-posting RX buffers, so the RX ring drains to empty, until the
+    /// ring audit notices and resets the device (proves the audit works).
     NoRepost,
 }
 

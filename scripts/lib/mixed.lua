@@ -1,7 +1,7 @@
 -- wrk script for scripts/soak: cycles through a mix of routes, mostly small
 -- responses, with the 64 KiB asset every 20th and the 1.5 MiB asset every
 -- 200th request. With SOAK_CLOSE=1 in the environment every request asks for
--- Connection: close (a new TCP connection per request, the predecessor's workload).
+-- Connection: close (a new TCP connection per request: accept and close under load).
 -- Public routes only: the admin endpoints are on their own port (or, with
 -- admin=public, beside these, where soak's own probes read them).
 local small = { "/health", "/", "/style.css", "/docs/", "/bench/4k.html", "/logo.svg" }

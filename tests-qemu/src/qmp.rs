@@ -1,4 +1,4 @@
-//! A small QMP client for the fault tests (TESTING.md F3, F4): link down/up
+//! A small QMP client for the fault tests: link down/up
 //! with `set_link`, `stop`/`cont`, `query-status`.
 //!
 //! QMP speaks one JSON object per line over the unix socket that

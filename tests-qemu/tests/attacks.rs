@@ -1,4 +1,4 @@
-//! Staying reachable under attack (TESTING.md B12, B14), with the tools
+//! Staying reachable under attack, with the tools
 //! attackers use, while a legitimate client asks `/health` on a new
 //! connection every 100 ms, another downloads `/large.bin` again and again
 //! (byte-exact), and wrk keeps keep-alive load on the site.

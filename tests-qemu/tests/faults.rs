@@ -1,4 +1,4 @@
-//! Injected fatal faults (TESTING.md F9): each must print the full dump with
+//! Injected fatal faults: each must print the full dump with
 //! plausible values, symbolize to the function that injected it, and end QEMU
 //! promptly: with status FAULT_EXIT_STATUS through isa-debug-exit within 2 s
 //! of `FATAL end`, and without that device (a bare QEMU) through a reset

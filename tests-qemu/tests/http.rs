@@ -6,19 +6,21 @@
 //! (`-global virtio-mmio.force-legacy=false`); the boot helper checks from the
 //! kernel's `virtio: ...` line that the guest really drove that transport.
 //!
-//! | module      | TESTING.md rows | what                                          |
-//! |-------------|-----------------|-----------------------------------------------|
-//! | `routes`    | B1              | curl: every route and status, header by header |
-//! | `transfer`  | L4, B4          | large asset byte-exact, pipelining, 1 byte/write |
-//! | `bad_input` | B1-B3, B5       | malformed corpus, slow header → 408           |
-//! | `pool`      | L3, B7, B14     | pool pressure: eviction by value, idle/header deadlines |
-//! | `stats`     | S               | `/api/stats.json` counters against the traffic |
-//! | `load`      | L1              | wrk keep-alive load; idle host CPU            |
+//! | module      | what                                          |
+//! |-------------|-----------------------------------------------|
+//! | `routes`    | curl: every route and status, header by header |
+//! | `transfer`  | large asset byte-exact, pipelining, 1 byte/write |
+//! | `bad_input` | malformed corpus, slow header → 408           |
+//! | `pool`      | pool pressure: eviction by value, idle/header deadlines |
+//! | `stats`     | `/api/stats.json` counters against the traffic |
+//! | `load`      | wrk keep-alive load; idle host CPU            |
 //!
 //! Figures (accelerator, wrk requests/s, idle CPU %) go to stderr.
 
 #[path = "http/bad_input.rs"]
 mod bad_input;
+#[path = "http/corpus.rs"]
+mod corpus;
 #[path = "http/load.rs"]
 mod load;
 #[path = "http/pool.rs"]

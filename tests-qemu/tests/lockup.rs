@@ -1,4 +1,4 @@
-//! A main loop that stops making progress (TESTING.md F10): spinning with
+//! A main loop that stops making progress: spinning with
 //! interrupts on is reported by the soft-lockup detector with the stuck RIP;
 //! spinning with interrupts off is invisible to the guest, and the ib700
 //! watchdog has the host reset it. Each also runs under wrk load.

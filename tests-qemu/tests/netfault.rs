@@ -1,4 +1,4 @@
-//! Network faults between the guest and its clients (TESTING.md F1, F2): a seeded
+//! Network faults between the guest and its clients: a seeded
 //! relay (`tests-qemu/relay/relay.py`) sits between QEMU's `-netdev dgram`
 //! and a tap device in a network namespace each test creates; the clients run
 //! in that namespace (see `tests_qemu::netfault`).
@@ -8,7 +8,7 @@
 //! | `clean_relay_path`                    | none: the path itself, counters frame-exact    |
 //! | `loss_delay_reorder_duplication`      | 5% loss, 20 ± 10 ms, 10% reorder, 1% dup       |
 //! | `corruption_is_dropped_by_checksums`  | 2% of frames with one flipped byte             |
-//! | `rate_limit_with_tail_drop` (F2)      | 4 Mbit/s, 8-frame queue, tail drop             |
+//! | `rate_limit_with_tail_drop`           | 4 Mbit/s, 8-frame queue, tail drop             |
 //! | `same_seed_same_decisions`            | the relay's decisions replay from the seed     |
 //!
 //! The tests that boot a guest need root (namespaces, tap devices); without
@@ -20,6 +20,9 @@
 //! went quiet and whether its retransmission timeout kept doubling. Figures
 //! (download times, longest gaps, probe latencies, relay counts) go to stderr.
 
+#[path = "netfault/checks.rs"]
+mod checks;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -28,6 +31,8 @@ use tests_qemu::netfault::{
     site_file, skip,
 };
 use tests_qemu::note;
+
+use checks::*;
 
 /// The 1.5 MiB asset.
 const LARGE: &str = "/large.bin";
@@ -42,20 +47,20 @@ const PROBE_LIMIT: Duration = Duration::from_secs(10);
 /// doubling while the retransmission is lost too, reset by the next ACK of
 /// new data; see kernel/vendor/smoltcp/PATCHES.md): 5 s allows four losses of
 /// one segment in a row (0.2 + 0.4 + 0.8 + 1.6 s) with room for delay.
-/// Before those patches gaps of 8-16 s were common under the loss profile.
+/// Without those patches gaps of 8-16 s are common under the loss profile.
 const MAX_GAP: Duration = Duration::from_secs(5);
 /// A download's read blocks this long at most (beyond the guest's 30 s
 /// send-progress deadline, so the guest's own behaviour shows).
 const READ_STALL: Duration = Duration::from_secs(45);
-/// Parallel downloads under the issue's fault profile, and their time bound.
+/// Parallel downloads under [`LOSSY_PROFILE`], and their time bound.
 const DOWNLOADS: usize = 5;
 const DOWNLOADS_DEADLINE: Duration = Duration::from_secs(120);
 /// Decisions per direction the relay logs, compared with its dry run.
 const LOGGED_DECISIONS: usize = 200;
 
-/// The issue's example: 5% loss, 20 ms ± 10 ms, 10% reorder, 1% duplication,
+/// A bad wide-area link: 5% loss, 20 ms ± 10 ms, 10% reorder, 1% duplication,
 /// both ways.
-const ISSUE_PROFILE: Profile = Profile {
+const LOSSY_PROFILE: Profile = Profile {
     loss: 5.0,
     delay_ms: 20.0,
     jitter_ms: 10.0,
@@ -63,248 +68,6 @@ const ISSUE_PROFILE: Profile = Profile {
     reorder: 10.0,
     ..Profile::CLEAN
 };
-
-/// `name` from the guest's stats, 0 if absent (recorded as a problem by
-/// [`check_stats`]).
-fn stat(stats: &BTreeMap<String, u64>, name: &str) -> u64 {
-    stats.get(name).copied().unwrap_or(0)
-}
-
-/// The guest's counters against the relay's. The guest counts every frame the
-/// relay delivered to it and every frame it sent (which the relay received);
-/// the frames of the stats request itself after the snapshot differ by a few.
-fn check_frames(
-    stats: &BTreeMap<String, u64>,
-    counts: &RelayCounts,
-    slack: u64,
-    problems: &mut Vec<String>,
-) {
-    let pairs = [
-        (
-            "frames_in",
-            stat(stats, "frames_in"),
-            "to-guest frames_out",
-            counts.to_guest.get("frames_out"),
-        ),
-        (
-            "frames_out",
-            stat(stats, "frames_out"),
-            "to-host frames_in",
-            counts.to_host.get("frames_in"),
-        ),
-    ];
-    for (name, guest, relay_name, relay) in pairs {
-        if guest > relay || relay - guest > slack {
-            problems.push(format!(
-                "guest {name} = {guest} but relay {relay_name} = {relay} (allowed: up to {slack} more at the relay)"
-            ));
-        }
-    }
-}
-
-/// Counters every run must show: no 5xx, no aborted response, no device reset.
-fn check_stats(stats: &BTreeMap<String, u64>, min_requests: u64, problems: &mut Vec<String>) {
-    for name in [
-        "requests_total",
-        "status_2xx",
-        "frames_in",
-        "frames_out",
-        "rx_dropped",
-        "rx_checksum_errors",
-    ] {
-        if !stats.contains_key(name) {
-            problems.push(format!("/api/stats.json has no {name:?}"));
-        }
-    }
-    for (name, want) in [
-        ("status_5xx", 0),
-        ("timeouts_send", 0),
-        ("device_resets", 0),
-    ] {
-        let got = stat(stats, name);
-        if got != want {
-            problems.push(format!("{name} = {got}, expected {want}"));
-        }
-    }
-    let requests = stat(stats, "requests_total");
-    if requests < min_requests || stat(stats, "status_2xx") < min_requests {
-        problems.push(format!(
-            "requests_total = {requests}, status_2xx = {}: expected at least {min_requests}",
-            stat(stats, "status_2xx")
-        ));
-    }
-}
-
-/// The decisions the relay logged during the run must be the first lines of
-/// its dry run with the same seed, direction by direction.
-fn check_decisions(net: &FaultNet, problems: &mut Vec<String>) {
-    let logged = net.relay.logged_decisions();
-    let dry = dry_run(net.seed, &net.profile, LOGGED_DECISIONS);
-    for dir in ["to-guest ", "to-host "] {
-        let live: Vec<&String> = logged.iter().filter(|l| l.starts_with(dir)).collect();
-        let want: Vec<&String> = dry.iter().filter(|l| l.starts_with(dir)).collect();
-        if live.is_empty() || live.len() > want.len() || live[..] != want[..live.len()] {
-            let at = live.iter().zip(&want).position(|(a, b)| a != b);
-            problems.push(format!(
-                "relay {dir}decisions ({} logged) differ from the dry run of seed {} at {at:?}",
-                live.len(),
-                net.seed
-            ));
-        }
-    }
-}
-
-/// `n` parallel downloads of [`LARGE`], each checked byte-exact and for
-/// gaps over [`MAX_GAP`]; returns how long they took together.
-fn download_all(
-    net: &FaultNet,
-    n: usize,
-    deadline: Duration,
-    problems: &mut Vec<String>,
-) -> Duration {
-    let want = site_file("large.bin");
-    let start = Instant::now();
-    let handles: Vec<_> = (0..n)
-        .map(|_| net.spawn_get(LARGE, deadline, READ_STALL))
-        .collect();
-    let results: Vec<_> = handles
-        .into_iter()
-        .map(|h| {
-            h.join()
-                .unwrap_or_else(|_| net.fail("a download thread panicked"))
-        })
-        .collect();
-    let total = start.elapsed();
-    for (i, r) in results.iter().enumerate() {
-        match r {
-            Ok(d) => {
-                net.note(format_args!(
-                    "download {i}: {} bytes in {:.1?}, longest gap {:.2?}",
-                    d.body.len(),
-                    d.elapsed,
-                    d.max_gap
-                ));
-                if d.status != 200 {
-                    problems.push(format!("download {i}: status {}", d.status));
-                }
-                if let Some(at) = first_difference(&d.body, &want) {
-                    problems.push(format!(
-                        "download {i}: {} bytes, differs from kernel/site/large.bin ({} bytes) at byte {at}",
-                        d.body.len(),
-                        want.len()
-                    ));
-                }
-                if d.max_gap > MAX_GAP {
-                    problems.push(format!(
-                        "download {i}: no byte for {:.2?} (limit {MAX_GAP:?})",
-                        d.max_gap
-                    ));
-                }
-            }
-            Err(e) => {
-                net.note(format_args!("download {i}: FAILED {e}"));
-                problems.push(format!("download {i}: {e}"));
-            }
-        }
-    }
-    net.note(format_args!(
-        "{n} parallel download(s) of {LARGE} took {total:.1?} (limit {deadline:?})"
-    ));
-    if total > deadline {
-        problems.push(format!("downloads took {total:.1?}, limit {deadline:?}"));
-    }
-    total
-}
-
-/// No busy spin: the main loop runs once per wake-up (interrupt, tick) and
-/// a few more times per frame while it has work, so between two stats
-/// snapshots its iterations stay within a small multiple of interrupts plus
-/// frames. A spinning loop makes millions a second.
-fn check_no_spin(
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
-    net: &FaultNet,
-    problems: &mut Vec<String>,
-) {
-    let d = |name: &str| stat(after, name).saturating_sub(stat(before, name));
-    let events = d("interrupts_net") + d("interrupts_timer") + d("frames_in") + d("frames_out");
-    let iterations = d("loop_iterations");
-    let seconds = d("uptime_ms") as f64 / 1000.0;
-    net.note(format_args!(
-        "guest main loop: {iterations} iterations in {seconds:.1} s for {events} interrupts, ticks and frames"
-    ));
-    if iterations > 4 * events + 1000 {
-        problems.push(format!(
-            "main loop ran {iterations} times in {seconds:.1} s for only {events} interrupts, ticks and frames: busy spin"
-        ));
-    }
-}
-
-fn report(net: &FaultNet, problems: &[String]) {
-    if !problems.is_empty() {
-        net.fail(format_args!(
-            "{} problem(s):\n  {}",
-            problems.len(),
-            problems.join("\n  ")
-        ));
-    }
-}
-
-/// Stops the relay and returns its counts, printed.
-fn stop_relay(net: &mut FaultNet) -> RelayCounts {
-    let counts = net
-        .relay
-        .stop()
-        .unwrap_or_else(|e| net.fail(format_args!("relay: {e}")));
-    net.note(format_args!("relay {}", counts.summary()));
-    counts
-}
-
-/// Stats snapshot or a failed test.
-fn stats_now(net: &FaultNet) -> BTreeMap<String, u64> {
-    net.stats()
-        .unwrap_or_else(|e| net.fail(format_args!("stats: {e}")))
-}
-
-fn note_guest(net: &FaultNet, stats: &BTreeMap<String, u64>) {
-    net.note(format_args!(
-        "guest: requests {} 2xx {} accepted {} active {} timeouts_send {} frames_in {} frames_out {} rx_dropped {} tx_full_events {}",
-        stat(stats, "requests_total"),
-        stat(stats, "status_2xx"),
-        stat(stats, "connections_accepted"),
-        stat(stats, "connections_active"),
-        stat(stats, "timeouts_send"),
-        stat(stats, "frames_in"),
-        stat(stats, "frames_out"),
-        stat(stats, "rx_dropped"),
-        stat(stats, "tx_full_events"),
-    ));
-}
-
-/// Frames the relay could not hand to QEMU (while it started, or restarted
-/// under TCG) never reached the guest: allowed on top of `slack`.
-fn frame_slack(counts: &RelayCounts, slack: u64) -> u64 {
-    slack + counts.send_errors.values().sum::<u64>()
-}
-
-/// The checks every relay test ends with: note the guest's counters, then
-/// sane stats (at least `min_requests` served), no busy spin between the two
-/// snapshots, and the guest's frame counts equal to the relay's within
-/// [`frame_slack`]`(counts, slack)`.
-fn check_guest(
-    net: &FaultNet,
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
-    counts: &RelayCounts,
-    min_requests: u64,
-    slack: u64,
-    problems: &mut Vec<String>,
-) {
-    note_guest(net, after);
-    check_stats(after, min_requests, problems);
-    check_no_spin(before, after, net, problems);
-    check_frames(after, counts, frame_slack(counts, slack), problems);
-}
 
 /// F1 baseline: the relay with no faults is a transparent link. `/health`,
 /// the 1.5 MiB asset byte-exact, and the guest's frame counters equal the
@@ -345,7 +108,7 @@ fn clean_relay_path() {
     report(&net, &problems);
 }
 
-/// F1, the issue's example profile both ways: 5 parallel downloads of the
+/// [`LOSSY_PROFILE`] both ways: 5 parallel downloads of the
 /// 1.5 MiB asset byte-exact within 120 s, none going [`MAX_GAP`] without a
 /// byte, `/health` probed every second on a keep-alive connection, no fault
 /// dump, sane counters, no busy spin, and the relay's live decisions equal to
@@ -357,7 +120,7 @@ fn loss_delay_reorder_duplication() {
         return;
     }
     let seed = seed(test, 2);
-    let mut net = FaultNet::start(test, ISSUE_PROFILE, seed, LOGGED_DECISIONS, &[]);
+    let mut net = FaultNet::start(test, LOSSY_PROFILE, seed, LOGGED_DECISIONS, &[]);
     let mut problems = Vec::new();
     let before = stats_now(&net);
     let prober = net.start_prober(PROBE_INTERVAL, PROBE_LIMIT);
@@ -385,49 +148,6 @@ fn loss_delay_reorder_duplication() {
     check_guest(&net, &before, &after, &counts, served, 64, &mut problems);
     check_decisions(&net, &mut problems);
     report(&net, &problems);
-}
-
-/// Every probe answered within [`PROBE_LIMIT`]; late ones (over
-/// [`PROBE_LATE`]) at most 1 + 5% of them and never two in a row. A late
-/// probe needs two losses on its own exchange (a response lost twice costs the
-/// guest's retransmission timeout, 1 s + 2 s); measured under the issue's
-/// profile: 0 to 5% late per run, 1.5% on average. Two late probes in a row
-/// would be the service stalling, not bad luck.
-fn check_probes(probes: &[Probe], problems: &mut Vec<String>) {
-    if probes.is_empty() {
-        problems.push("no /health probe ran".into());
-    }
-    for p in probes {
-        if let Err(e) = &p.result {
-            problems.push(format!("/health probe at {:.1?}: {e}", p.at));
-        }
-    }
-    let is_late = |p: &Probe| matches!(p.result, Ok(d) if d > PROBE_LATE);
-    let late: Vec<String> = probes
-        .iter()
-        .filter(|p| is_late(p))
-        .map(|p| {
-            format!(
-                "{:.1?} at {:.0?}",
-                p.result.clone().unwrap_or_default(),
-                p.at
-            )
-        })
-        .collect();
-    let allowed = 1 + probes.len() / 20;
-    if late.len() > allowed {
-        problems.push(format!(
-            "{} /health probes over {PROBE_LATE:?} (allowed {allowed}): {}",
-            late.len(),
-            late.join(", ")
-        ));
-    }
-    if let Some(pair) = probes.windows(2).find(|w| is_late(&w[0]) && is_late(&w[1])) {
-        problems.push(format!(
-            "two /health probes in a row over {PROBE_LATE:?}, at {:.0?} and {:.0?}",
-            pair[0].at, pair[1].at
-        ));
-    }
 }
 
 /// F1 corruption: 2% of frames each way get one byte flipped inside the IPv4
@@ -570,7 +290,7 @@ fn same_seed_same_decisions() {
     let seed = seed(test, 4);
     let profile = Profile {
         corrupt: 2.0,
-        ..ISSUE_PROFILE
+        ..LOSSY_PROFILE
     };
     let first = dry_run(seed, &profile, 50);
     let second = dry_run(seed, &profile, 50);

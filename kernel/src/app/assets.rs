@@ -6,6 +6,7 @@
 /// A precompressed representation of an asset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Variant {
+    /// The compressed bytes.
     pub body: &'static [u8],
     /// Its own strong ETag: a different representation needs a different
     /// validator.
@@ -17,6 +18,7 @@ pub struct Variant {
 pub struct Asset {
     /// URL path, e.g. `/index.html`; `X/index.html` is also listed as `X/`.
     pub path: &'static str,
+    /// The file as it is (identity coding).
     pub body: &'static [u8],
     /// Strong ETag of `body`: `"` + 16 hex digits of its 64-bit FNV-1a hash + `"`.
     pub etag: &'static str,
@@ -44,6 +46,7 @@ impl Asset {
         core::iter::once(identity).chain(gzip).chain(br)
     }
 
+    /// Whether there is a compressed representation, so responses vary on `Accept-Encoding`.
     pub fn has_variants(&self) -> bool {
         self.gzip.is_some() || self.br.is_some()
     }
@@ -52,8 +55,11 @@ impl Asset {
 /// One `_redirects` rule (see `site_rules`), checked when the site was built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Redirect {
+    /// Path pattern the rule matches.
     pub from: &'static str,
+    /// Target, with the pattern's placeholders and splat substituted.
     pub to: &'static str,
+    /// Redirect status (301, 302, 303, 307, 308), or 200 for a rewrite.
     pub status: u16,
     /// Applies even where a file exists (`!`).
     pub force: bool,

@@ -19,33 +19,48 @@ use core::fmt::{Display, Formatter};
 pub enum BundleError {
     /// Shorter than the header.
     TooShort {
+        /// Bytes given.
         len: usize,
     },
+    /// The first bytes are not [`MAGIC`](super::bundle_format::MAGIC).
     BadMagic,
     /// Written by a builder that speaks a later format.
     NewerVersion {
+        /// The bundle's format version.
         found: u32,
+        /// The version this reader speaks.
         supported: u32,
     },
+    /// Written by a builder that spoke an earlier format.
     OldVersion {
+        /// The bundle's format version.
         found: u32,
+        /// The version this reader speaks.
         supported: u32,
     },
     /// The header's own length is not this format's.
     BadHeader,
     /// The header's file length is not the number of bytes given.
     Length {
+        /// Length the header states.
         header: u64,
+        /// Bytes given.
         actual: u64,
     },
+    /// The CRC-32 does not match: a damaged or truncated copy.
     Checksum {
+        /// CRC-32 the header states.
         stored: u32,
+        /// CRC-32 of the bytes given.
         computed: u32,
     },
     /// A table, span or value is out of bounds or malformed.
     Invalid {
+        /// Which table.
         table: &'static str,
+        /// Index of the offending record in it.
         index: usize,
+        /// What is wrong with it.
         reason: &'static str,
     },
 }
@@ -110,13 +125,19 @@ pub struct Bundle<'a> {
 /// One path of the bundle, borrowed from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry<'a> {
+    /// URL path, as served.
     pub path: &'a str,
+    /// `Content-Type` value.
     pub content_type: &'a str,
+    /// `Cache-Control` value, if any.
     pub cache_control: Option<&'a str>,
+    /// The file as it is (identity coding).
     pub body: &'a [u8],
+    /// Strong ETag of `body`.
     pub etag: &'a str,
     /// `(body, etag)` of the gzip variant.
     pub gzip: Option<(&'a [u8], &'a str)>,
+    /// `(body, etag)` of the brotli variant.
     pub br: Option<(&'a [u8], &'a str)>,
     /// Index of its `_headers` fields ([`Bundle::header_set`]).
     pub header_set: usize,
@@ -125,9 +146,13 @@ pub struct Entry<'a> {
 /// One `_redirects` rule, borrowed from the bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule<'a> {
+    /// Path pattern the rule matches.
     pub from: &'a str,
+    /// Target, with placeholders and splat substituted.
     pub to: &'a str,
+    /// Redirect status, or 200 for a rewrite.
     pub status: u16,
+    /// Applies even where a file exists (`!`).
     pub force: bool,
 }
 
@@ -520,6 +545,7 @@ impl<'a> Bundle<'a> {
         self.entries.count
     }
 
+    /// The bundle has no paths.
     pub fn is_empty(&self) -> bool {
         self.entries.count == 0
     }
@@ -569,6 +595,7 @@ impl<'a> Bundle<'a> {
         None
     }
 
+    /// Number of `_headers` field sets.
     pub fn header_set_count(&self) -> usize {
         self.header_sets.count
     }

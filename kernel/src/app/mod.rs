@@ -21,6 +21,7 @@
 //! The request/response interface is the one `http` defines, re-exported here:
 //! `app` sits above `http` and implements its [`Handler`].
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod access_log;
 pub mod asset_meta;

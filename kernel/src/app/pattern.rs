@@ -40,12 +40,19 @@ impl<'p, 'a> Captures<'p, 'a> {
 /// Why a pattern is not one we can match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatternError {
+    /// Does not start with `/`.
     NotAbsolute,
+    /// `*` somewhere other than at the end.
     SplatNotAtEnd,
+    /// A `:placeholder` that is not a whole path segment.
     PlaceholderNotWholeSegment,
+    /// `:` without a name after it.
     EmptyPlaceholder,
+    /// More placeholders than a match can bind.
     TooManyPlaceholders,
+    /// Holds `?` or `#`.
     QueryOrFragment,
+    /// Holds a byte a path cannot (control, space, non-ASCII).
     BadByte,
 }
 
@@ -87,7 +94,7 @@ pub fn placeholder_name(s: &str) -> &str {
     s.get(..end).unwrap_or_default()
 }
 
-/// Checks a pattern's form: what [`matches`] assumes of it.
+/// Checks a pattern's form: what [`matches()`] assumes of it.
 pub fn check(pattern: &str) -> Result<(), PatternError> {
     if !pattern.starts_with('/') {
         return Err(PatternError::NotAbsolute);

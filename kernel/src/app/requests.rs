@@ -34,6 +34,7 @@ pub enum State {
 }
 
 impl State {
+    /// How `/api/requests.json` names the state.
     pub fn as_str(self) -> &'static str {
         match self {
             State::Sending => "sending",
@@ -48,16 +49,21 @@ impl State {
 pub struct Entry {
     /// 1 for the first request recorded since boot.
     pub seq: u64,
+    /// The connection's id (the n-th accepted since boot).
     pub conn: u64,
+    /// `GET`, `HEAD`, or the method a rejected request named.
     pub method: &'static str,
     path: [u8; PATH_MAX],
     path_len: u8,
     /// The path was longer than [`PATH_MAX`] bytes.
     pub path_truncated: bool,
+    /// Status of the response.
     pub status: u16,
+    /// Body bytes the response sends.
     pub body_bytes: u64,
     /// The request's first byte.
     pub received: Millis,
+    /// Whether the response was sent, is being sent or was dropped.
     pub state: State,
 }
 
@@ -75,6 +81,7 @@ impl Entry {
         state: State::Sending,
     };
 
+    /// The recorded path (at most [`PATH_MAX`] bytes, cut at a character boundary).
     pub fn path(&self) -> &str {
         let bytes = self
             .path
@@ -108,6 +115,7 @@ impl Default for RequestLog {
 }
 
 impl RequestLog {
+    /// An empty ring.
     pub const fn new() -> RequestLog {
         RequestLog {
             entries: [Entry::EMPTY; CAPACITY],

@@ -27,11 +27,17 @@ use crate::http::{Body, ConnEvent, Exchange, Handler, Request, Response};
 use alloc::string::String;
 use alloc::vec::Vec;
 
+/// Liveness: `200 ok` or `503 unhealthy: <reason>`.
 pub const HEALTH_PATH: &str = "/health";
+/// Every counter as JSON.
 pub const STATS_PATH: &str = "/api/stats.json";
+/// The recent-requests ring as JSON.
 pub const REQUESTS_PATH: &str = "/api/requests.json";
+/// The counters in the Prometheus text format.
 pub const METRICS_PATH: &str = "/metrics";
+/// The status page (HTML, polling the JSON endpoints).
 pub const STATUS_PATH: &str = "/status";
+/// The sampling profiler's text (`fault=`-free debugging aid).
 pub const PROFILE_PATH: &str = "/debug/profile";
 /// The built-in asset `/status` serves.
 pub const STATUS_ASSET: &str = "/status.html";
@@ -63,6 +69,7 @@ impl Scope {
 
 /// The handler the network layer gives each connection: borrowed per pass.
 pub struct Routes<'a> {
+    /// The site: baked into the image or a bundle.
     pub site: Site,
     /// Every response is counted here; `/api/stats.json` prints it.
     pub stats: &'a mut Stats,
@@ -76,6 +83,7 @@ pub struct Routes<'a> {
     pub profile: ProfileWriter,
     /// Every finished response is written here.
     pub access_log: &'a mut AccessLog,
+    /// Which routes this listener serves.
     pub scope: Scope,
 }
 

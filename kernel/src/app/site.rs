@@ -32,6 +32,7 @@ use alloc::vec::Vec;
 pub const NOT_FOUND_PAGE: &str = "/404.html";
 
 #[derive(Debug, Clone, Copy)]
+/// What the server serves under its paths: the baked table or a bundle, with the site's rules. Cheap to copy: it borrows static data.
 pub struct Site {
     files: Files,
     redirects: &'static [Redirect],
@@ -78,6 +79,7 @@ impl Site {
         Site::with_rules(assets, &[])
     }
 
+    /// A baked table sorted by path, with its `_redirects` rules.
     pub fn with_rules(assets: &'static [Asset], redirects: &'static [Redirect]) -> Site {
         Site {
             files: Files::Table(assets),
@@ -132,6 +134,7 @@ impl Site {
         }
     }
 
+    /// The asset at `path` exactly, if there is one.
     pub fn lookup(&self, path: &str) -> Option<Asset> {
         match self.files {
             Files::Table(table) => assets::lookup_in(table, path).copied(),
@@ -173,6 +176,7 @@ impl Site {
         Found::Nothing
     }
 
+    /// The response to a validated `GET` or `HEAD`: a file, a redirect, a 304, a range, or the site's 404.
     pub fn respond(&self, req: &Request) -> Response {
         if let Files::Unavailable(reason) = self.files {
             let mut body = Vec::with_capacity(reason.len() + 14);

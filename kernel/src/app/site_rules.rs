@@ -1,7 +1,7 @@
 //! A site's `_headers` and `_redirects` files (Netlify / Cloudflare Pages
 //! syntax), parsed once when the site is built, never per request.
 //!
-//! `build.rs` includes this file with `#[path]` beside [`pattern`](super::pattern)
+//! `build.rs` includes this file with `#[path]` beside [`pattern`]
 //! and turns the rules into static tables; the kernel's host tests exercise it.
 //! Every malformed line is an error naming its line and the reason.
 //!
@@ -52,6 +52,7 @@ pub const RESERVED_HEADERS: &[&str] = &[
 pub struct RuleError {
     /// 1-based.
     pub line: usize,
+    /// What is wrong with it.
     pub reason: String,
 }
 
@@ -71,7 +72,9 @@ fn err<T>(line: usize, reason: impl Into<String>) -> Result<T, RuleError> {
 /// One `_headers` block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderRule {
+    /// Path pattern the block applies to.
     pub pattern: String,
+    /// 1-based line of the pattern.
     pub line: usize,
     /// In file order: `Some(value)` sets, `None` detaches.
     pub fields: Vec<(String, Option<String>)>,
@@ -80,10 +83,15 @@ pub struct HeaderRule {
 /// One `_redirects` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedirectRule {
+    /// Path pattern the rule matches.
     pub from: String,
+    /// Target, with placeholders and splat substituted.
     pub to: String,
+    /// Redirect status, or 200 for a rewrite.
     pub status: u16,
+    /// Applies even where a file exists (`!`).
     pub force: bool,
+    /// 1-based line in `_redirects`.
     pub line: usize,
 }
 
@@ -213,7 +221,9 @@ fn check_name(line: usize, name: &str) -> Result<(), RuleError> {
 pub struct ResolvedHeaders {
     /// `None` when a rule detached it.
     pub content_type: Option<String>,
+    /// `None` when a rule detached it.
     pub cache_control: Option<String>,
+    /// The other fields, in the order first set.
     pub fields: Vec<(String, String)>,
 }
 

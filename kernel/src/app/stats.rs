@@ -30,6 +30,7 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The Prometheus `# TYPE` name.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Counter => "counter",
@@ -43,6 +44,7 @@ impl Kind {
 pub struct Metric {
     /// The field's JSON name.
     pub field: &'static str,
+    /// Counter or gauge.
     pub kind: Kind,
     /// Metric (family) name.
     pub name: &'static str,
@@ -73,11 +75,21 @@ macro_rules! stats {
             $(/ $divisor:literal)?
             $(=> $help:literal)?
     ),* $(,)?) => {
+        /// The counters behind `/api/stats.json` and `/metrics`, one field
+        /// each, declared once in the list below.
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub struct Stats {
             /// Kernel version (`CARGO_PKG_VERSION`).
             pub version: &'static str,
-            $($(#[$doc])* pub $name: u64,)*
+            $(
+                $(#[$doc])*
+                #[doc = concat!(
+                    "\n\nOn `/metrics` as `", $metric,
+                    $("{", $(stringify!($label), "=\"", $value, "\",",)+ "}",)?
+                    "`."
+                )]
+                pub $name: u64,
+            )*
         }
 
         impl Stats {
@@ -94,6 +106,7 @@ macro_rules! stats {
                 divisor: or_default!($($divisor)?; 1),
             }),*];
 
+            /// Every counter at zero; `version` as given.
             pub const fn new(version: &'static str) -> Stats {
                 Stats { version, $($name: 0,)* }
             }

@@ -4,8 +4,10 @@
 
 use crate::config::Fault;
 
-/// The pointer the predecessor computed as `0 - 120` before faulting.
-pub const PREDECESSOR_BAD_POINTER: u64 = 0xffff_ffff_ffff_ff88;
+/// `0 - 120`: what a null pointer minus a small offset wraps to, in the
+/// unmapped top page. A read through it page-faults with a `cr2` that a test
+/// can recognise in the dump.
+pub const BAD_POINTER: u64 = 0xffff_ffff_ffff_ff88;
 
 pub fn inject(fault: Fault) -> ! {
     log::warn!("fault: injecting {fault:?} as configured");
@@ -44,7 +46,7 @@ pub fn livelock() -> ! {
 
 #[inline(never)]
 pub fn page_fault() -> ! {
-    let p = core::hint::black_box(PREDECESSOR_BAD_POINTER) as *const u64;
+    let p = core::hint::black_box(BAD_POINTER) as *const u64;
     // SAFETY: deliberately unsound: this read must fault (test-only injection).
     let value = unsafe { p.read_volatile() };
     panic!("read through {p:p} returned {value}")

@@ -2,8 +2,8 @@
 //!
 //! Stable Rust has no `x86-interrupt` ABI, so each vector gets a
 //! `#[unsafe(naked)]` stub that pushes a dummy error code where the CPU pushes
-//! none, then its vector, and jumps to [`isr_common`], which saves every
-//! general register into a [`Registers`] frame and calls [`dispatch`].
+//! none, then its vector, and jumps to `isr_common`, which saves every
+//! general register into a [`Registers`] frame and calls `dispatch`.
 
 use super::{fault, gdt, lapic};
 use crate::diag::Registers;

@@ -1,4 +1,6 @@
-//! CPU and platform: the only place (with `mem` and `dev`) that uses `unsafe`.
+//! CPU and platform: with `mem` and `dev`, where the hardware and so the
+//! `unsafe` is (see the crate doc for the two composition points that also
+//! hold some).
 pub mod clock;
 pub mod cpu;
 pub mod exit;
@@ -9,6 +11,7 @@ pub mod idt;
 pub mod ioapic;
 pub mod lapic;
 pub mod lockup;
+pub mod pic;
 pub mod profile;
 pub mod rtc;
 pub mod serial;

@@ -109,7 +109,7 @@ impl Console {
     }
 
     /// Takes back finished buffers and, once a buffer's worth of lines is
-    /// waiting or the oldest has waited [`FLUSH_MS`] (uptime `now`), sends as
+    /// waiting or the oldest has waited `FLUSH_MS` (uptime `now`), sends as
     /// much of `lines` as free buffers hold, and kicks. Never waits.
     pub fn pump(&mut self, lines: &mut LineBuffer, now: u64) -> Pumped {
         self.reap();

@@ -17,6 +17,7 @@ pub struct LineBuffer {
 }
 
 impl LineBuffer {
+    /// A ring of `capacity` bytes, empty.
     pub fn new(capacity: usize) -> LineBuffer {
         LineBuffer {
             buf: vec![0; capacity],
@@ -25,14 +26,17 @@ impl LineBuffer {
         }
     }
 
+    /// Bytes the ring holds when full.
     pub fn capacity(&self) -> usize {
         self.buf.len()
     }
 
+    /// Bytes of complete lines waiting to be taken.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// No line is waiting.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -99,7 +99,9 @@ mod guest {
     pub fn acknowledge_interrupt() -> u64 {
         let virt = NET_WINDOW.load(Ordering::Relaxed);
         if virt != 0 {
-            MmioWindow { virt }.ack_interrupt();
+            // SAFETY: NET_WINDOW only ever holds the address of a constructed
+            // MmioWindow (stored by `new`), which stays valid for the kernel's life.
+            unsafe { MmioWindow::new(x86_64::VirtAddr::new_truncate(virt)) }.ack_interrupt();
         }
         NET_INTERRUPTS.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -179,7 +181,7 @@ mod guest {
                 o.tso4,
                 if o.tso4 { driver.tx_large_max } else { 0 }
             );
-            NET_WINDOW.store(window.virt, Ordering::Relaxed);
+            NET_WINDOW.store(window.virt().as_u64(), Ordering::Relaxed);
             Ok(driver)
         }
     }
@@ -236,7 +238,7 @@ pub enum DriverError {
 /// Where every buffer is. Invariant (checked by [`Driver::audit`]):
 /// `rx_posted + rx_spare + rx_lent == N`, `tx_posted + tx_free == N` (the
 /// frame-sized TX buffers), and large TX buffers posted or in the pool, the
-/// pool holding at most [`TX_LARGE_MAX`] (or the cap the guest sets).
+/// pool holding at most `tx_large_max` ([`TX_LARGE_MAX`] by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Buffers {
     pub rx_posted: usize,

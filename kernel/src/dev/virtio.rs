@@ -8,6 +8,7 @@ use core::ptr::NonNull;
 use virtio_drivers::transport::Transport;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE, PhysAddr};
+use x86_64::VirtAddr;
 
 /// The feature mask lives in a host-testable module; re-exported for the guest's users.
 pub use super::masked::MaskedTransport;
@@ -64,7 +65,8 @@ unsafe impl Hal for KernelHal {
     }
 
     unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
-        NonNull::new(paging::phys_to_virt(paddr) as *mut u8).expect("physical window is not null")
+        NonNull::new(paging::phys_to_virt(x86_64::PhysAddr::new(paddr)).as_mut_ptr::<u8>())
+            .expect("physical window is not null")
     }
 
     unsafe fn share(buffer: NonNull<[u8]>, _direction: BufferDirection) -> PhysAddr {
@@ -74,23 +76,42 @@ unsafe impl Hal for KernelHal {
     unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
 }
 
-/// A raw view of one transport's register window, for the interrupt handler
-/// and for queue kicks.
+/// A view of one transport's register window, for the interrupt handler and
+/// for queue kicks: the few registers that are safe to touch beside the
+/// driver's own transport (each access is one volatile 32-bit read or write).
+///
+/// [`MmioWindow::new`] takes the responsibility for the address once; copies
+/// then share it, and every accessor is safe.
 #[derive(Debug, Clone, Copy)]
 pub struct MmioWindow {
-    pub virt: u64,
+    virt: VirtAddr,
 }
 
 impl MmioWindow {
+    /// The window at `virt`.
+    ///
+    /// # Safety
+    /// `virt` must be the uncached mapping of a virtio-mmio register window of
+    /// at least [`MMIO_SIZE`] bytes, mapped for the kernel's life.
+    pub const unsafe fn new(virt: VirtAddr) -> MmioWindow {
+        MmioWindow { virt }
+    }
+
+    /// Where the window is mapped.
+    pub fn virt(&self) -> VirtAddr {
+        self.virt
+    }
+
     fn reg(&self, offset: usize) -> *mut u32 {
-        (self.virt as usize + offset) as *mut u32
+        (self.virt + offset as u64).as_mut_ptr::<u32>()
     }
 
     /// Reads InterruptStatus and acknowledges exactly those bits (virtio-mmio
     /// interrupts are level-triggered: the line stays up until acknowledged).
     pub fn ack_interrupt(&self) -> u32 {
         // SAFETY: `virt` is the uncached mapping of a live virtio-mmio window
-        // (from discovery); status and ack are 32-bit registers inside it.
+        // (MmioWindow::new's caller vouched for it); status and ack are 32-bit
+        // registers inside it.
         unsafe {
             let status = self.reg(REG_INTERRUPT_STATUS).read_volatile();
             self.reg(REG_INTERRUPT_ACK).write_volatile(status);
@@ -118,7 +139,7 @@ impl MmioWindow {
 /// it must have been dropped (dropping one resets the device; two alive at once
 /// would both drive it).
 pub unsafe fn reopen(window: MmioWindow) -> Option<MmioTransport<'static>> {
-    let header = NonNull::new(window.virt as *mut VirtIOHeader)?;
+    let header = NonNull::new(window.virt().as_mut_ptr::<VirtIOHeader>())?;
     // SAFETY: the window is a live virtio-mmio region mapped for the kernel's life
     // (from discovery), and the caller guarantees no other transport uses it.
     unsafe { MmioTransport::new(header, MMIO_SIZE as usize) }.ok()
@@ -140,8 +161,8 @@ pub struct Found {
 /// device space that reads as no magic), inside the physical-memory window and
 /// mapped uncached, and not probed before.
 unsafe fn probe(slot: u32, phys: u64, gsi: u32) -> Option<Found> {
-    let virt = paging::phys_to_virt(phys);
-    let header = NonNull::new(virt as *mut VirtIOHeader)?;
+    let virt = paging::phys_to_virt(x86_64::PhysAddr::new(phys));
+    let header = NonNull::new(virt.as_mut_ptr::<VirtIOHeader>())?;
     // SAFETY: the caller guarantees a device window mapped for the kernel's life,
     // 512 bytes with its config space, probed once; the transport is kept (or
     // dropped, which resets the device) by the caller.
@@ -159,7 +180,9 @@ unsafe fn probe(slot: u32, phys: u64, gsi: u32) -> Option<Found> {
         slot,
         phys,
         gsi,
-        window: MmioWindow { virt },
+        // SAFETY: the caller guarantees a virtio-mmio window mapped uncached
+        // for the kernel's life, and a transport answered there.
+        window: unsafe { MmioWindow::new(virt) },
         transport,
     })
 }

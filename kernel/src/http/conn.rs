@@ -56,6 +56,7 @@ use core::net::IpAddr;
 /// What the network layer should do with the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// Leave the socket as it is.
     Keep,
     /// Graceful close: FIN once the queued bytes are sent.
     Close,
@@ -152,6 +153,7 @@ impl Plan {
     }
 }
 
+/// One HTTP/1.1 connection's state: its input buffer, the request in progress, the response being written and the deadline of the current phase. The network layer owns one per socket and drives it with [`Conn::receive`], [`Conn::transmit`] and [`Conn::poll`].
 pub struct Conn {
     limits: Limits,
     phase: Phase,
@@ -248,6 +250,7 @@ impl Conn {
         }
     }
 
+    /// The limits this connection enforces.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

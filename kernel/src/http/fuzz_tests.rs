@@ -1,4 +1,4 @@
-//! Property test (B13): hostile bytes, split at random points, with random send
+//! Property test: hostile bytes, split at random points, with random send
 //! space and random clock jumps, never panic a [`Conn`], and what it writes is
 //! always a sequence of well-formed responses that ends where the connection ends.
 

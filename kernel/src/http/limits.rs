@@ -44,14 +44,23 @@ const _: () = assert!(MAX_HEADERS <= MAX_HEADERS_CAP);
 const _: () = assert!(HEADER_TIMEOUT_MS > 0 && IDLE_TIMEOUT_MS > 0 && SEND_TIMEOUT_MS > 0);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The sizes and timeouts one connection enforces; [`Limits::default`] is the named defaults above, configuration may change them.
 pub struct Limits {
+    /// See [`MAX_HEAD`].
     pub max_head: usize,
+    /// See [`MAX_URI`].
     pub max_uri: usize,
+    /// See [`MAX_HEADERS`].
     pub max_headers: usize,
+    /// See [`MAX_GET_BODY`].
     pub max_get_body: usize,
+    /// See [`HEADER_TIMEOUT_MS`].
     pub header_timeout_ms: Millis,
+    /// See [`IDLE_TIMEOUT_MS`].
     pub idle_timeout_ms: Millis,
+    /// See [`SEND_TIMEOUT_MS`].
     pub send_timeout_ms: Millis,
+    /// See [`CLOSE_TIMEOUT_MS`].
     pub close_timeout_ms: Millis,
 }
 

@@ -13,9 +13,13 @@ pub struct LoggedHead<'a> {
     /// The request line without its line ending (for a rejected request, as
     /// far as it arrived).
     pub request_line: &'a [u8],
+    /// `User-Agent`.
     pub user_agent: Option<&'a [u8]>,
+    /// `Referer`.
     pub referer: Option<&'a [u8]>,
+    /// `X-Forwarded-For`.
     pub forwarded_for: Option<&'a [u8]>,
+    /// `Forwarded`.
     pub forwarded: Option<&'a [u8]>,
 }
 

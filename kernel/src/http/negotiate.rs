@@ -4,8 +4,11 @@
 /// The content codings a response can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Coding {
+    /// No content coding.
     Identity,
+    /// `gzip`.
     Gzip,
+    /// `br` (brotli).
     Br,
 }
 

@@ -33,6 +33,7 @@ use super::{Method, Request};
 /// Why a request gets an error response (and the connection then closes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reject {
+    /// Status of the error response.
     pub status: u16,
     /// The request was `HEAD`: the error goes out without its body.
     pub head: bool,
@@ -41,6 +42,7 @@ pub struct Reject {
 /// A complete, valid request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parsed<'a> {
+    /// The request the head asks for.
     pub request: Request<'a>,
     /// Bytes of the head (request line, headers, empty line) at the buffer start.
     pub head_len: usize,
@@ -53,10 +55,13 @@ pub struct Parsed<'a> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a request head, as far as it arrived, amounts to.
 pub enum Outcome<'a> {
     /// No verdict yet: keep reading.
     Partial,
+    /// A valid head.
     Complete(Parsed<'a>),
+    /// An invalid one: answer with an error and close.
     Reject(Reject),
 }
 
@@ -101,6 +106,7 @@ impl Default for LineScan {
 }
 
 impl LineScan {
+    /// A scan at the start of the buffer.
     pub const fn new() -> LineScan {
         LineScan {
             pos: 0,

@@ -26,15 +26,19 @@ pub const MAX_RANGES: usize = 16;
 /// One satisfiable range: byte offsets `first..=last` of the representation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteRange {
+    /// First byte offset.
     pub first: u64,
+    /// Last byte offset (inclusive).
     pub last: u64,
 }
 
 impl ByteRange {
+    /// Bytes in the range (at least 1).
     pub fn len(&self) -> u64 {
         self.last - self.first + 1
     }
 
+    /// Never: a satisfiable range has at least one byte.
     pub fn is_empty(&self) -> bool {
         false
     }
@@ -65,9 +69,17 @@ pub enum Ranges {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContentRange {
     /// `bytes FIRST-LAST/LEN` (a 206 with one part).
-    Bytes { range: ByteRange, complete: u64 },
+    Bytes {
+        /// The range sent.
+        range: ByteRange,
+        /// Length of the whole representation.
+        complete: u64,
+    },
     /// `bytes */LEN` (a 416).
-    Unsatisfied { complete: u64 },
+    Unsatisfied {
+        /// Length of the whole representation.
+        complete: u64,
+    },
 }
 
 impl core::fmt::Display for ContentRange {

@@ -9,29 +9,46 @@ use super::{Body, Response};
 use alloc::format;
 use core::fmt::{self, Write as _};
 
-/// The status codes this server produces.
-pub mod status {
-    pub const OK: u16 = 200;
-    pub const NO_CONTENT: u16 = 204;
-    pub const PARTIAL_CONTENT: u16 = 206;
-    pub const MOVED_PERMANENTLY: u16 = 301;
-    pub const FOUND: u16 = 302;
-    pub const SEE_OTHER: u16 = 303;
-    pub const NOT_MODIFIED: u16 = 304;
-    pub const TEMPORARY_REDIRECT: u16 = 307;
-    pub const PERMANENT_REDIRECT: u16 = 308;
-    pub const BAD_REQUEST: u16 = 400;
-    pub const NOT_FOUND: u16 = 404;
-    pub const METHOD_NOT_ALLOWED: u16 = 405;
-    pub const REQUEST_TIMEOUT: u16 = 408;
-    pub const CONTENT_TOO_LARGE: u16 = 413;
-    pub const URI_TOO_LONG: u16 = 414;
-    pub const RANGE_NOT_SATISFIABLE: u16 = 416;
-    pub const HEADERS_TOO_LARGE: u16 = 431;
-    pub const INTERNAL_ERROR: u16 = 500;
-    pub const NOT_IMPLEMENTED: u16 = 501;
-    pub const SERVICE_UNAVAILABLE: u16 = 503;
-    pub const VERSION_NOT_SUPPORTED: u16 = 505;
+/// Defines the [`status`] constants and the reason-phrase table from one
+/// list, so a status cannot have a constant without a reason or the reverse.
+macro_rules! statuses {
+    ($($name:ident = $code:literal $reason:literal,)*) => {
+        /// The status codes this server produces (redirects also with the
+        /// codes a site's `_redirects` rules name).
+        pub mod status {
+            $(
+                #[doc = concat!("`", stringify!($code), " ", $reason, "`")]
+                pub const $name: u16 = $code;
+            )*
+        }
+
+        /// `(code, reason phrase)` of every [`status`] constant.
+        const REASONS: &[(u16, &str)] = &[$(($code, $reason)),*];
+    };
+}
+
+statuses! {
+    OK = 200 "OK",
+    NO_CONTENT = 204 "No Content",
+    PARTIAL_CONTENT = 206 "Partial Content",
+    MOVED_PERMANENTLY = 301 "Moved Permanently",
+    FOUND = 302 "Found",
+    SEE_OTHER = 303 "See Other",
+    NOT_MODIFIED = 304 "Not Modified",
+    TEMPORARY_REDIRECT = 307 "Temporary Redirect",
+    PERMANENT_REDIRECT = 308 "Permanent Redirect",
+    BAD_REQUEST = 400 "Bad Request",
+    NOT_FOUND = 404 "Not Found",
+    METHOD_NOT_ALLOWED = 405 "Method Not Allowed",
+    REQUEST_TIMEOUT = 408 "Request Timeout",
+    CONTENT_TOO_LARGE = 413 "Content Too Large",
+    URI_TOO_LONG = 414 "URI Too Long",
+    RANGE_NOT_SATISFIABLE = 416 "Range Not Satisfiable",
+    HEADERS_TOO_LARGE = 431 "Request Header Fields Too Large",
+    INTERNAL_ERROR = 500 "Internal Server Error",
+    NOT_IMPLEMENTED = 501 "Not Implemented",
+    SERVICE_UNAVAILABLE = 503 "Service Unavailable",
+    VERSION_NOT_SUPPORTED = 505 "HTTP Version Not Supported",
 }
 
 /// `Server` header value.
@@ -40,33 +57,17 @@ pub const SERVER: &str = concat!("unikernel/", env!("CARGO_PKG_VERSION"));
 pub const ALLOW: &str = "GET, HEAD";
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 
+/// The reason phrase of `status`: its own for the codes in [`status`], its
+/// class's name (RFC 9110 §15) for any other.
 pub fn reason(status: u16) -> &'static str {
+    if let Some((_, reason)) = REASONS.iter().find(|(code, _)| *code == status) {
+        return reason;
+    }
     match status {
-        200 => "OK",
-        204 => "No Content",
-        206 => "Partial Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        303 => "See Other",
-        304 => "Not Modified",
-        307 => "Temporary Redirect",
-        308 => "Permanent Redirect",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        416 => "Range Not Satisfiable",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
         100..=199 => "Informational",
-        201..=299 => "Success",
+        200..=299 => "Success",
         300..=399 => "Redirection",
-        401..=499 => "Client Error",
+        400..=499 => "Client Error",
         _ => "Server Error",
     }
 }
@@ -92,6 +93,7 @@ pub fn error(status: u16) -> Response {
 pub enum Connection {
     /// Nothing: HTTP/1.1 keep-alive is the default.
     Default,
+    /// `Connection: close`: the connection closes after this response.
     Close,
     /// An HTTP/1.0 client asked to keep the connection.
     KeepAlive,
@@ -122,7 +124,9 @@ pub fn write_head(
 /// has a wall clock) and `X-Request-Id`.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadStamp {
+    /// Sent as `X-Request-Id`.
     pub request_id: RequestId,
+    /// For `Date`, if the guest has a wall clock.
     pub unix_secs: Option<u64>,
 }
 
@@ -366,5 +370,25 @@ mod tests {
         assert!(!has_body(100) && !has_body(204) && !has_body(304));
         assert_eq!(reason(299), "Success");
         assert_eq!(reason(999), "Server Error");
+    }
+
+    #[test]
+    fn every_status_constant_has_its_own_reason() {
+        for (i, (code, phrase)) in REASONS.iter().enumerate() {
+            assert!(
+                REASONS[i + 1..].iter().all(|(other, _)| other != code),
+                "{code} twice"
+            );
+            assert_eq!(reason(*code), *phrase);
+        }
+        assert_eq!(
+            reason(status::HEADERS_TOO_LARGE),
+            "Request Header Fields Too Large"
+        );
+        assert_eq!(
+            reason(status::VERSION_NOT_SUPPORTED),
+            "HTTP Version Not Supported"
+        );
+        assert_eq!(REASONS.len(), 21);
     }
 }

@@ -9,8 +9,11 @@ use core::fmt;
 /// accepted since boot) and the request's number on that connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RequestId {
+    /// Tells this boot's ids from another's.
     pub boot: u32,
+    /// The connection's id: the n-th accepted since boot.
     pub conn: u64,
+    /// The request's number on its connection, from 1.
     pub seq: u32,
 }
 
@@ -40,24 +43,30 @@ impl Stamp {
 /// A UTC calendar time (proleptic Gregorian), from Unix seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DateTime {
+    /// Year (negative before 1 BC is not reached from Unix time).
     pub year: i64,
     /// 1..=12
     pub month: u8,
     /// 1..=31
     pub day: u8,
+    /// 0..=23
     pub hour: u8,
+    /// 0..=59
     pub minute: u8,
+    /// 0..=59 (Unix time has no leap seconds).
     pub second: u8,
     /// 0 = Sunday.
     pub weekday: u8,
 }
 
+/// Month abbreviations as HTTP dates and the access log print them.
 pub const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
 
 impl DateTime {
+    /// The calendar time `secs` seconds after 1970-01-01T00:00:00Z.
     pub fn from_unix(secs: u64) -> DateTime {
         let days = (secs / 86_400) as i64;
         let rem = secs % 86_400;
@@ -101,6 +110,7 @@ impl DateTime {
         u64::try_from(secs).ok()
     }
 
+    /// `Jan`..`Dec`.
     pub fn month_name(&self) -> &'static str {
         MONTHS
             .get(usize::from(self.month.saturating_sub(1)))

@@ -75,7 +75,10 @@ fn reserved_bytes(phys: Range<u64>) -> &'static [u8] {
     // which `paging::build` maps for the kernel's life; the frame allocator
     // only hands out Usable frames, so nothing writes these bytes.
     unsafe {
-        core::slice::from_raw_parts(super::paging::phys_to_virt(phys.start) as *const u8, len)
+        core::slice::from_raw_parts(
+            super::paging::phys_to_virt(x86_64::PhysAddr::new(phys.start)).as_ptr::<u8>(),
+            len,
+        )
     }
 }
 

@@ -2,6 +2,7 @@
 //! block, so any heap buffer can be handed to a DMA device as-is.
 
 use linked_list_allocator::LockedHeap;
+use x86_64::VirtAddr;
 
 #[global_allocator]
 static ALLOCATOR: LockedHeap = LockedHeap::empty();
@@ -22,9 +23,13 @@ pub fn size_for(largest_block: u64) -> Option<u64> {
 /// # Safety
 /// `[start, start + size)` must be mapped, writable, unused by anything else for
 /// the kernel's life, and this must be called once.
-pub unsafe fn init(start: u64, size: u64) {
+pub unsafe fn init(start: VirtAddr, size: u64) {
     // SAFETY: guaranteed by the caller.
-    unsafe { ALLOCATOR.lock().init(start as *mut u8, size as usize) };
+    unsafe {
+        ALLOCATOR
+            .lock()
+            .init(start.as_mut_ptr::<u8>(), size as usize)
+    };
 }
 
 pub struct HeapUsage {

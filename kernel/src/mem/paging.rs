@@ -24,9 +24,11 @@ pub const IST_STACK_SIZE: u64 = 32 * 1024;
 static PHYS_OFFSET: AtomicU64 = AtomicU64::new(0);
 static PHYS_WINDOW_LEN: AtomicU64 = AtomicU64::new(0);
 
-/// The kernel's address for physical address `phys`.
-pub fn phys_to_virt(phys: u64) -> u64 {
-    phys + PHYS_OFFSET.load(Ordering::Relaxed)
+/// The kernel's address for physical address `phys` (in the physical-memory
+/// window once [`build`] ran; typed so a physical address cannot be used as
+/// a pointer by mistake).
+pub fn phys_to_virt(phys: PhysAddr) -> VirtAddr {
+    VirtAddr::new_truncate(phys.as_u64() + PHYS_OFFSET.load(Ordering::Relaxed))
 }
 
 /// `(offset, length)` of the physical-memory window: physical `p` is at
@@ -101,8 +103,8 @@ pub fn build<const N: usize>(
     // window; the new one is a fresh frame nobody else references.
     let (old, new) = unsafe {
         (
-            &*(phys_to_virt(old_frame.start_address().as_u64()) as *const PageTable),
-            &mut *(phys_to_virt(pml4_phys) as *mut PageTable),
+            &*phys_to_virt(old_frame.start_address()).as_ptr::<PageTable>(),
+            &mut *phys_to_virt(PhysAddr::new(pml4_phys)).as_mut_ptr::<PageTable>(),
         )
     };
     new.zero();

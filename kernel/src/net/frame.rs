@@ -48,14 +48,12 @@ pub fn fails_checksum(frame: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    const ETHERTYPE_IPV4: u16 = 0x0800;
-
     /// A valid Ethernet + IPv4 frame carrying `proto` with a `payload_len`-byte
     /// transport segment, every checksum filled.
     fn checked_frame(proto: IpProtocol, payload_len: usize) -> Vec<u8> {
         let (src, dst) = ([10, 0, 2, 2], [10, 0, 2, 15]);
         let mut f = vec![0u8; 14 + 20 + payload_len];
-        f[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        EthernetFrame::new_unchecked(&mut f[..]).set_ethertype(EthernetProtocol::Ipv4);
         {
             let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
             ip.set_version(4);

@@ -10,10 +10,10 @@
 
 use crate::dev::offload::{Gso, Offloads, TxOffload};
 use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, TcpPacket, checksum,
+    ETHERNET_HEADER_LEN, EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet,
+    TcpPacket, checksum,
 };
 
-const ETHERNET_HEADER_LEN: usize = 14;
 /// Offset of the checksum field in the TCP header.
 const TCP_CHECKSUM_OFFSET: u16 = 16;
 
@@ -187,7 +187,7 @@ mod tests {
     #[test]
     fn other_frames_are_left_alone() {
         let mut arp = std::vec![0u8; 42];
-        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        EthernetFrame::new_unchecked(&mut arp[..]).set_ethertype(EthernetProtocol::Arp);
         let before = arp.clone();
         assert_eq!(prepare(&mut arp, None, ALL), None);
         assert_eq!(arp, before);

@@ -1,4 +1,4 @@
-//! Load with wrk (TESTING.md L1) and the host CPU an idle guest costs.
+//! Load with wrk and the host CPU an idle guest costs.
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ const WRK_CONNECTIONS: u32 = 64;
 const WRK_TIMEOUT: &str = "10s";
 const WRK_TIMEOUT_DURATION: Duration = Duration::from_secs(10);
 /// The probe beside wrk: one request a second on a keep-alive connection
-/// opened before wrk, each answered within the limit (TESTING.md "P").
+/// opened before wrk, each answered within the limit.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 const PROBE_LIMIT: Duration = Duration::from_secs(1);
 /// Heap growth allowed across a load run.

@@ -21,6 +21,7 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// `address/prefix` or a bare address; `None` if it is neither or the prefix is too long.
     pub fn parse(text: &str) -> Option<Cidr> {
         let (addr, prefix) = match text.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix)),
@@ -36,6 +37,7 @@ impl Cidr {
         (prefix <= max).then_some(Cidr { net, prefix })
     }
 
+    /// Whether `addr` lies in this block (an IPv4 address never lies in an IPv6 block).
     pub fn contains(&self, addr: IpAddr) -> bool {
         match (self.net, addr) {
             (IpAddr::V4(net), IpAddr::V4(a)) => {
@@ -94,10 +96,12 @@ impl TrustedProxies {
         Ok(t)
     }
 
+    /// No block: no peer is trusted to name the client.
     pub fn is_empty(&self) -> bool {
         self.list.iter().all(Option::is_none)
     }
 
+    /// Whether `addr` lies in one of the blocks.
     pub fn contains(&self, addr: IpAddr) -> bool {
         self.list.iter().flatten().any(|c| c.contains(addr))
     }

@@ -27,6 +27,7 @@ const LINE_RESERVE: usize = 1024;
 /// Where lines go (`access_log=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Destination {
+    /// No access log.
     Off,
     /// The 16550 with the kernel log: a VM exit per byte, for debugging.
     Serial,
@@ -35,6 +36,7 @@ pub enum Destination {
 }
 
 impl Destination {
+    /// The `access_log=` value, or `None` for an unknown one.
     pub fn parse(value: &str) -> Option<Destination> {
         Some(match value {
             "off" => Destination::Off,
@@ -44,6 +46,7 @@ impl Destination {
         })
     }
 
+    /// The `access_log=` value that names this destination.
     pub fn as_str(self) -> &'static str {
         match self {
             Destination::Off => "off",
@@ -59,10 +62,12 @@ pub enum Format {
     /// nginx `combined`, then request time (s) and request id.
     #[default]
     Combined,
+    /// One JSON object per line.
     Json,
 }
 
 impl Format {
+    /// The `log_format=` value, or `None` for an unknown one.
     pub fn parse(value: &str) -> Option<Format> {
         Some(match value {
             "combined" => Format::Combined,
@@ -91,6 +96,7 @@ impl Default for AccessLog {
 }
 
 impl AccessLog {
+    /// A log that formats nothing (`access_log=off`).
     pub fn off() -> AccessLog {
         AccessLog {
             format: Format::Combined,
@@ -122,6 +128,7 @@ impl AccessLog {
         }
     }
 
+    /// Whether lines are formatted at all.
     pub fn is_on(&self) -> bool {
         self.on
     }
