@@ -29,6 +29,8 @@ pub mod http;
 pub mod mem;
 pub mod net;
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 pub mod test_rng;
 pub mod wall_clock;
 

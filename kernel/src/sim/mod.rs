@@ -1,0 +1,43 @@
+//! A deterministic simulation of the whole guest (host tests only).
+//!
+//! The real virtio-net driver over the fake device, the real smoltcp stack,
+//! HTTP server and site run against a population of clients on a second
+//! smoltcp interface, across a simulated wire, under a virtual clock; every
+//! choice (traffic, network weather, device faults, interrupt delivery) comes
+//! from one seed, so a failure replays exactly from `scripts/sim --seed S
+//! --days D`.
+pub mod alloc;
+pub mod oracle;
+pub mod wire;
+
+/// The simulator's PRNG: the tests' xorshift64*, seeded through SplitMix64 so
+/// that nearby seeds (and 0) give unrelated streams.
+pub struct Rng(crate::test_rng::Rng);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Rng(crate::test_rng::Rng((z ^ (z >> 31)) | 1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+
+    /// Uniform in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0.below(n)
+    }
+
+    /// True one time in `n`.
+    pub fn chance(&mut self, n: usize) -> bool {
+        self.0.chance(n)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+}
