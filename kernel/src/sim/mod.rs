@@ -7,6 +7,8 @@
 //! from one seed, so a failure replays exactly from `scripts/sim --seed S
 //! --days D`.
 pub mod alloc;
+pub mod client;
+pub mod glue;
 pub mod oracle;
 pub mod wire;
 
@@ -39,5 +41,48 @@ impl Rng {
     /// Uniform in `lo..=hi`.
     pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next_u64() % (hi - lo + 1)
+    }
+}
+
+pub mod world;
+
+#[cfg(test)]
+mod tests {
+    use super::world::{self, Options};
+
+    fn run(seed: u64, days: f64, requests: u64, faults: bool) -> world::Report {
+        let opts = Options {
+            seed,
+            duration_ms: (days * world::DAY_MS as f64) as u64,
+            requests,
+            faults,
+        };
+        let start = std::time::Instant::now();
+        let r = world::run(opts, |nic, s| super::glue::Guest::<16>::new(nic, 0, s, 64))
+            .unwrap_or_else(|f| panic!("{f}"));
+        std::eprintln!(
+            "seed {seed}: {} virtual, {} responses ({:?}), {} passes, heap {}..{}, {:?} real",
+            world::human(r.virtual_ms),
+            r.counts.responses,
+            r.counts,
+            r.passes,
+            r.heap_baseline,
+            r.heap_peak,
+            start.elapsed()
+        );
+        r
+    }
+
+    #[test]
+    fn stormy_days() {
+        for seed in 1..4 {
+            run(seed, 3.0, 60_000, true);
+        }
+    }
+
+    #[test]
+    fn a_calm_day() {
+        let r = run(1, 1.0, 20_000, false);
+        assert!(r.counts.responses >= 15_000);
     }
 }
