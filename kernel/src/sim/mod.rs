@@ -73,6 +73,48 @@ mod tests {
         r
     }
 
+    /// `scripts/sim`: the seeds, days and requests from the environment.
+    #[test]
+    #[ignore = "long: run by scripts/sim"]
+    fn from_env() {
+        let var = |name: &str, default: &str| std::env::var(name).unwrap_or(default.into());
+        let seed: u64 = var("SIM_SEED", "1").parse().expect("SIM_SEED");
+        let seeds: u64 = var("SIM_SEEDS", "1").parse().expect("SIM_SEEDS");
+        let days: f64 = var("SIM_DAYS", "1").parse().expect("SIM_DAYS");
+        let per_day: u64 = var("SIM_REQUESTS_PER_DAY", "300000").parse().expect("SIM_REQUESTS_PER_DAY");
+        let threads: u64 = var("SIM_THREADS", "1").parse().expect("SIM_THREADS");
+        let start = std::time::Instant::now();
+        let requests = (days * per_day as f64) as u64;
+        // Seeds are dealt to the threads round-robin; each run is on one
+        // thread from start to end (the heap is counted per thread).
+        let workers: std::vec::Vec<_> = (0..threads.max(1))
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut done = (0u64, 0u64);
+                    let mut s = seed + t;
+                    while s < seed + seeds {
+                        let r = run(s, days, requests, true);
+                        done.0 += r.counts.responses;
+                        done.1 += r.virtual_ms;
+                        s += threads.max(1);
+                    }
+                    done
+                })
+            })
+            .collect();
+        let (mut total, mut virtual_ms) = (0, 0);
+        for w in workers {
+            let (t, v) = w.join().unwrap_or_else(|_| panic!("a simulation failed (above)"));
+            total += t;
+            virtual_ms += v;
+        }
+        std::eprintln!(
+            "sim: {seeds} seeds from {seed}: {:.1} simulated days, {total} requests, {:.1} s real",
+            virtual_ms as f64 / world::DAY_MS as f64,
+            start.elapsed().as_secs_f64()
+        );
+    }
+
     #[test]
     fn stormy_days() {
         for seed in 1..4 {

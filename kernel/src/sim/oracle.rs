@@ -101,18 +101,29 @@ impl Spec {
 }
 
 /// A response as it must arrive: `before` + `X-Request-Id: <id>\r\n` +
-/// `after` (the id names the boot, connection and request, which the client
-/// cannot know; its form is checked).
+/// `after` + `body` (the id names the boot, connection and request, which
+/// the client cannot know; its form is checked).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expected {
     pub status: u16,
     pub before: Vec<u8>,
     pub after: Vec<u8>,
+    pub body: Body,
 }
 
-impl Expected {
-    pub fn len_without_id(&self) -> usize {
-        self.before.len() + self.after.len()
+/// A body from the site's table (never copied), or a small one built here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    Static(&'static [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Body {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Body::Static(b) => b,
+            Body::Owned(b) => b,
+        }
     }
 }
 
@@ -150,7 +161,7 @@ struct Head<'a> {
     headers: &'a [(&'a str, &'a str)],
 }
 
-fn build(h: &Head, connection: Option<&str>, body: &[u8]) -> Expected {
+fn build(h: &Head, connection: Option<&str>, body: Body) -> Expected {
     let mut s = format!(
         "HTTP/1.1 {} {}\r\nServer: {SERVER}\r\n",
         h.status,
@@ -194,12 +205,11 @@ fn build(h: &Head, connection: Option<&str>, body: &[u8]) -> Expected {
         after.push_str(&format!("Connection: {c}\r\n"));
     }
     after.push_str("\r\n");
-    let mut after = after.into_bytes();
-    after.extend_from_slice(body);
     Expected {
         status: h.status,
         before: s.into_bytes(),
-        after,
+        after: after.into_bytes(),
+        body,
     }
 }
 
@@ -241,7 +251,7 @@ pub fn expected(spec: &Spec) -> Expected {
                 allow: (*status == 405).then_some("GET, HEAD"),
                 ..Head::default()
             };
-            return build(&head, Some("close"), &body);
+            return build(&head, Some("close"), Body::Owned(body));
         }
         Spec::Get(g) => g,
     };
@@ -250,7 +260,7 @@ pub fn expected(spec: &Spec) -> Expected {
         (Version::Http10, false) => Some("keep-alive"),
         (Version::Http11, false) => None,
     };
-    let body_of = |b: &[u8]| if g.head_method { Vec::new() } else { b.to_vec() };
+    let body_of = |b: &'static [u8]| Body::Static(if g.head_method { &[] } else { b });
     if g.path == "/old-docs" {
         let head = Head {
             status: 301,
@@ -258,7 +268,7 @@ pub fn expected(spec: &Spec) -> Expected {
             location: Some("/docs/"),
             ..Head::default()
         };
-        return build(&head, connection, &[]);
+        return build(&head, connection, Body::Static(&[]));
     }
     let Some(asset) = lookup(&g.path) else {
         let page = lookup(NOT_FOUND_PAGE).expect("the site has a 404 page");
@@ -273,7 +283,7 @@ pub fn expected(spec: &Spec) -> Expected {
             headers: page.headers,
             ..Head::default()
         };
-        return build(&head, connection, &body_of(body));
+        return build(&head, connection, body_of(body));
     };
     let (coding, body, etag) = select(asset, g.accept);
     let vary = asset.gzip.is_some() || asset.br.is_some();
@@ -286,7 +296,7 @@ pub fn expected(spec: &Spec) -> Expected {
             headers: asset.headers,
             ..Head::default()
         };
-        return build(&head, connection, &[]);
+        return build(&head, connection, Body::Static(&[]));
     }
     let complete = body.len() as u64;
     match g.range {
@@ -301,7 +311,8 @@ pub fn expected(spec: &Spec) -> Expected {
                 headers: asset.headers,
                 ..Head::default()
             };
-            build(&head, connection, &body_of(&text))
+            let text = if g.head_method { Vec::new() } else { text };
+            build(&head, connection, Body::Owned(text))
         }
         Some((first, last)) => {
             let last = last.min(complete - 1);
@@ -319,7 +330,7 @@ pub fn expected(spec: &Spec) -> Expected {
                 headers: asset.headers,
                 ..Head::default()
             };
-            build(&head, connection, &body_of(slice))
+            build(&head, connection, body_of(slice))
         }
         None => {
             let head = Head {
@@ -334,7 +345,7 @@ pub fn expected(spec: &Spec) -> Expected {
                 headers: asset.headers,
                 ..Head::default()
             };
-            build(&head, connection, &body_of(body))
+            build(&head, connection, body_of(body))
         }
     }
 }
@@ -370,6 +381,7 @@ enum Stage {
     IdName,
     IdValue,
     After,
+    Body,
     Done,
 }
 
@@ -406,8 +418,14 @@ impl Matcher {
             Stage::Before => self.at,
             Stage::IdName => self.expected.before.len() + self.at,
             Stage::IdValue => self.expected.before.len() + ID_NAME.len() + self.id.len(),
-            Stage::After | Stage::Done => {
-                self.expected.before.len() + ID_NAME.len() + self.id.len() + 2 + self.at
+            Stage::After => self.expected.before.len() + ID_NAME.len() + self.id.len() + 1 + self.at,
+            Stage::Body | Stage::Done => {
+                self.expected.before.len()
+                    + ID_NAME.len()
+                    + self.id.len()
+                    + 1
+                    + self.expected.after.len()
+                    + self.at
             }
         }
     }
@@ -420,6 +438,24 @@ impl Matcher {
             let b = input[used];
             let want = match self.stage {
                 Stage::Done => return Ok(used),
+                Stage::Body => {
+                    let body = self.expected.body.bytes();
+                    let n = (input.len() - used).min(body.len() - self.at);
+                    let got = &input[used..used + n];
+                    let want = &body[self.at..self.at + n];
+                    if got != want {
+                        let i = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
+                        self.at += i;
+                        return Err(self.mismatch(&format!(
+                            "body byte {:#04x} where {:#04x} was expected",
+                            got[i], want[i]
+                        )));
+                    }
+                    used += n;
+                    self.at += n;
+                    self.advance();
+                    continue;
+                }
                 Stage::Before => self.expected.before.get(self.at).copied(),
                 Stage::IdName => ID_NAME.get(self.at).copied(),
                 Stage::After => self.expected.after.get(self.at).copied(),
@@ -465,7 +501,12 @@ impl Matcher {
             Stage::IdName if self.at == ID_NAME.len() => {
                 self.stage = Stage::IdValue;
             }
-            Stage::After if self.at == self.expected.after.len() => self.stage = Stage::Done,
+            Stage::After if self.at == self.expected.after.len() => {
+                self.stage = Stage::Body;
+                self.at = 0;
+                self.advance();
+            }
+            Stage::Body if self.at == self.expected.body.bytes().len() => self.stage = Stage::Done,
             _ => {}
         }
     }

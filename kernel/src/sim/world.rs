@@ -247,6 +247,8 @@ struct Sim<T: Target> {
     /// The guest is stopped (a VM pause) until then.
     paused_until: u64,
     may_sleep: bool,
+    /// The guest's next deadline, as of its last pass or tick.
+    guest_next: Option<u64>,
     next_tick: u64,
     events: VecDeque<String>,
     passes: u64,
@@ -289,6 +291,7 @@ impl<T: Target> Sim<T> {
             calm_since: 0,
             paused_until: 0,
             may_sleep: false,
+            guest_next: None,
             next_tick: TICK_MS,
             events: VecDeque::new(),
             passes: 0,
@@ -339,14 +342,14 @@ impl<T: Target> Sim<T> {
                     self.next_tick = (self.now / TICK_MS + 1) * TICK_MS;
                     let now = self.now;
                     alloc::measured(|| self.guest.tick(now));
+                    self.guest_next = self.guest_deadline();
                 }
-                let due = self
-                    .guest_deadline()
-                    .is_some_and(|d| d <= self.now);
+                let due = self.guest_next.is_some_and(|d| d <= self.now);
                 if irq || tick || due || !self.may_sleep {
                     let now = self.now;
                     self.may_sleep = alloc::measured(|| self.guest.pass(now, irq));
                     self.passes += 1;
+                    self.guest_next = self.guest_deadline();
                     self.check_after_pass()?;
                     self.device
                         .work(self.now, &mut self.wire, &mut self.rng, &mut self.inbound);
@@ -412,7 +415,7 @@ impl<T: Target> Sim<T> {
             if active {
                 consider(Some(self.next_tick));
             }
-            consider(self.guest_deadline());
+            consider(self.guest_next);
             if !self.may_sleep {
                 consider(Some(now + 1));
             }
@@ -654,11 +657,11 @@ fn r0<'a, T>(r: &mut Rng, items: &'a [T]) -> &'a T {
 /// One request of the mix: mostly small pages, now and then the large ones.
 fn request(r: &mut Rng) -> Spec {
     let assets: Vec<&'static crate::app::assets::Asset> = oracle::assets().collect();
-    let path: String = match r.below(1000) {
-        0..=29 => oracle::missing().into(),
-        30..=44 => "/old-docs".into(),
-        45 => "/large.bin".into(),
-        46..=60 => "/bench/64k.bin".into(),
+    let path: String = match r.below(10_000) {
+        0..=299 => oracle::missing().into(),
+        300..=449 => "/old-docs".into(),
+        450 => "/large.bin".into(),
+        451..=500 => "/bench/64k.bin".into(),
         _ => loop {
             let a = r0(r, &assets);
             if a.body.len() <= 50_000 && a.path != "/bench/64k.bin" {
