@@ -5,6 +5,7 @@
 use crate::app::access_log::{Destination, LineBuffer};
 use crate::arch::serial;
 use crate::dev::console::Console;
+use crate::service::LineSink;
 use alloc::boxed::Box;
 
 /// Bytes written to the serial port per main-loop pass: a VM exit each, so
@@ -42,11 +43,12 @@ impl Sink {
             (None, None) => (Sink::Off, Destination::Off, "no virtio console device"),
         }
     }
+}
 
-    /// Moves waiting lines towards the host without waiting for it. Returns
-    /// whether lines remain that this sink could take now (the caller must not
-    /// sleep): only the serial sink, which takes a bounded share per pass.
-    pub fn pump(&mut self, lines: &mut LineBuffer, now: u64) -> bool {
+impl LineSink for Sink {
+    /// Only the serial sink can report lines left that it could take now:
+    /// it takes a bounded share per pass.
+    fn pump(&mut self, lines: &mut LineBuffer, now: u64) -> bool {
         match self {
             Sink::Off => false,
             Sink::Serial => {

@@ -2,23 +2,22 @@
 
 use crate::access_sink::Sink;
 use crate::app::Site;
-use crate::app::Stats;
 use crate::app::access_log::{self, AccessLog};
 use crate::arch::{
     self, clock, cpu, fault, gdt, idt, ioapic, lapic, lockup, rtc, serial, watchdog,
 };
 use crate::cmdline;
-use crate::config::{ADMIN_SOCKETS, Admin, Config, LogLevel, MAX_CONFIG_LEN, NetFault};
+use crate::config::{Config, LogLevel, MAX_CONFIG_LEN, NetFault};
 use crate::dev::console::Console;
 use crate::dev::fw_cfg;
-use crate::dev::net::{self as dev_net, NetDriver};
-use crate::dev::virtio::{self, MaskedTransport, MmioWindow};
+use crate::dev::net::{self as dev_net, VirtioNic};
+use crate::dev::port::{Nic, OpenError};
+use crate::dev::virtio::{self, MmioWindow};
 use crate::diag::StackRange;
 use crate::http::Stamp;
 use crate::mem::{frames, handover, heap, paging};
 use crate::net::Stack;
-use crate::net::server::Server;
-use crate::net::sizing;
+use crate::service::{AppParts, Readings, Service};
 use crate::site_source;
 use crate::wall_clock;
 use bootloader_api::BootInfo;
@@ -294,8 +293,9 @@ fn devices_outside_ram(
 }
 
 /// Starts the driver with `N`-entry rings and the TCP/IP stack, then runs the
-/// main loop: service the network, then sleep until an interrupt (the NIC or
-/// the 100 Hz tick). A lost NIC interrupt costs at most one tick.
+/// main loop: a service pass (see [`crate::service`]), then sleep until an
+/// interrupt (the NIC or the 100 Hz tick). A lost NIC interrupt costs at most
+/// one tick.
 fn serve<const N: usize>(
     window: MmioWindow,
     config: &Config,
@@ -303,21 +303,28 @@ fn serve<const N: usize>(
     lockup_ticks: u64,
     fault: Option<crate::config::Fault>,
 ) -> ! {
-    // SAFETY: discovery dropped its transport over this window; this is the only one.
-    let transport = unsafe { virtio::reopen(window) };
-    let driver = match transport.map(|t| NetDriver::<N>::new(MaskedTransport(t), window)) {
-        Some(Ok(driver)) => driver,
-        Some(Err(e)) => {
+    // SAFETY: discovery dropped its transport over this window; from here on
+    // only this value opens one.
+    let mut nic = unsafe { VirtioNic::<N>::new(window) };
+    // The SYN-cookie keys mix this reading with one after the driver's start.
+    let seed = cpu::rdtsc();
+    let driver = match nic.open(None) {
+        Ok(driver) => driver,
+        Err(OpenError::Gone) => {
+            log::error!("net: virtio-net transport vanished; not serving HTTP");
+            idle(lockup_ticks, fault)
+        }
+        Err(OpenError::Driver(e)) => {
             log::error!("net: virtio-net init failed: {e:?}; not serving HTTP");
             idle(lockup_ticks, fault)
         }
-        None => {
-            log::error!("net: virtio-net transport vanished; not serving HTTP");
+        Err(e) => {
+            log::error!("net: virtio-net init failed: {e:?}; not serving HTTP");
             idle(lockup_ticks, fault)
         }
     };
     log::info!("net: virtio-net rings of {N} entries");
-    let mut stack = Stack::<N>::new(driver, window, config, clock::uptime_ms(), cpu::rdtsc());
+    let mut stack = Stack::new(nic, driver, config, clock::uptime_ms(), seed, cpu::rdtsc());
     if config.net_fault == Some(NetFault::NoRepost) {
         log::warn!(
             "net: fault=no-repost: RX buffers are not re-posted until the ring audit resets the NIC"
@@ -326,40 +333,30 @@ fn serve<const N: usize>(
             driver.stop_reposting();
         }
     }
-    let heap_free = heap::usage().map_or(0, |u| u.free);
-    let admin = match config.serving.admin {
-        Admin::Port(port) => Some((port, ADMIN_SOCKETS)),
-        Admin::Public => None,
-    };
-    let sockets = config.http_sockets + admin.map_or(0, |(_, n)| n);
-    let mut server = Server::new(
-        &mut stack.sockets,
-        config.http_sockets,
-        sizing::tx_buffer_for(heap_free, sockets),
-        config.http_limits(),
-    );
-    server.add_admin(&mut stack.sockets, admin);
-    server.set_profile(arch::profile::write_text);
-    server.set_site(extras.site);
     let stamp = Stamp {
         epoch_ms: extras.epoch_ms,
         // Tells request ids of this boot from another's.
         boot: (cpu::rdtsc() ^ extras.epoch_ms.unwrap_or(0)) as u32,
     };
-    server.set_stamp(stamp);
-    let (mut sink, destination, why) = Sink::choose(config.serving.access_log, extras.console);
-    log::info!("access log: {} ({why})", destination.as_str());
-    if destination != access_log::Destination::Off {
-        server.set_access_log(AccessLog::new(
+    let (sink, destination, why) = Sink::choose(config.serving.access_log, extras.console);
+    let access_log = (destination != access_log::Destination::Off).then(|| {
+        AccessLog::new(
             config.serving.log_format,
             config.serving.trusted_proxies,
             stamp,
             access_log::BUFFER_BYTES,
-        ));
-    }
-    let mut stats = Stats::new(VERSION);
-    let mut last_tick = clock::ticks();
-    let mut stats_stale = false;
+        )
+    });
+    let parts = AppParts {
+        site: extras.site,
+        stamp,
+        profile: arch::profile::write_text,
+        access_log,
+        heap_free: heap::usage().map_or(0, |u| u.free),
+        version: VERSION,
+    };
+    let mut service = Service::new(stack, config, parts, sink, clock::ticks());
+    log::info!("access log: {} ({why})", destination.as_str());
     // Main-loop faults count their delay from the moment the guest has an
     // address, so a slow boot (DHCP on a loaded host) cannot fire them before
     // a test's clients are connected.
@@ -368,7 +365,7 @@ fn serve<const N: usize>(
     lockup::arm(lockup_ticks);
     cpu::enable_interrupts();
     loop {
-        if fault_at_ms.is_none() && stack.is_configured() {
+        if fault_at_ms.is_none() && service.is_configured() {
             fault_at_ms = Some(clock::uptime_ms() + config.fault_delay_ms);
         }
         if let Some(fault) =
@@ -378,51 +375,13 @@ fn serve<const N: usize>(
         }
         let now = clock::uptime_ms();
         let from_irq = dev_net::NET_PENDING.swap(false, Ordering::AcqRel);
-        let tick = clock::ticks();
-        // A pass with no connection open, nothing from the device and nothing
-        // due in smoltcp does only the per-tick housekeeping below (ring
-        // audit, tick kicks, watchdog): full passes were most of an idle
-        // guest's host CPU.
-        let quiet = !from_irq && server.is_idle() && !stack.has_work(now);
-        let mut may_sleep = true;
-        if !quiet {
-            let mut worked = stack.poll(now);
-            if worked && !from_irq {
-                stats.timer_recoveries += 1;
-            }
-            if stats_stale {
-                // Quiet passes skip `fill_stats`; /api/stats.json may be asked now.
-                fill_stats(&mut stats, &mut stack, now);
-                stats_stale = false;
-            }
-            let health = stack.health();
-            let busy = server.service(&mut stack.sockets, now, &mut stats, health);
-            worked |= stack.poll(now);
-            // smoltcp wants another pass at once while a socket has data to send,
-            // even if the TX ring is full: then the completion interrupt (or the
-            // tick) is what can make progress, so sleep until it comes.
-            may_sleep = !busy
-                && !worked
-                && (stack.tx_blocked()
-                    || stack.poll_delay(now) != Some(smoltcp::time::Duration::ZERO));
-        }
-        if sink.pump(server.access_log_buffer(), now) {
-            may_sleep = false;
-        }
-        if tick != last_tick {
-            last_tick = tick;
-            stack.tick_housekeeping(now);
+        let outcome = service.pass(now, clock::ticks(), from_irq, readings);
+        if outcome.ticked {
             watchdog::pet(WATCHDOG_S);
         }
         lockup::progress();
-        stats.loop_iterations += 1;
-        if quiet {
-            stats_stale = true;
-        } else {
-            fill_stats(&mut stats, &mut stack, now);
-        }
         cpu::disable_interrupts();
-        if may_sleep && !dev_net::NET_PENDING.load(Ordering::Acquire) {
+        if outcome.may_sleep && !dev_net::NET_PENDING.load(Ordering::Acquire) {
             cpu::enable_interrupts_and_halt();
         } else {
             cpu::enable_interrupts();
@@ -430,15 +389,13 @@ fn serve<const N: usize>(
     }
 }
 
-fn fill_stats<const N: usize>(stats: &mut Stats, stack: &mut Stack<N>, now: u64) {
-    stats.uptime_ms = now;
-    stats.interrupts_net = dev_net::NET_INTERRUPTS.load(Ordering::Relaxed);
-    stats.interrupts_ignored = dev_net::NET_INTERRUPTS_IGNORED.load(Ordering::Relaxed);
-    stats.interrupts_timer = clock::ticks();
-    stack.fill_stats(stats);
-    if let Some(usage) = heap::usage() {
-        stats.heap_used = usage.used as u64;
-        stats.heap_free = usage.free as u64;
+/// The machine's side of the stats.
+fn readings() -> Readings {
+    Readings {
+        interrupts_net: dev_net::NET_INTERRUPTS.load(Ordering::Relaxed),
+        interrupts_ignored: dev_net::NET_INTERRUPTS_IGNORED.load(Ordering::Relaxed),
+        interrupts_timer: clock::ticks(),
+        heap: heap::usage().map(|u| (u.used as u64, u.free as u64)),
     }
 }
 

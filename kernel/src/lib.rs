@@ -28,6 +28,7 @@ pub mod diag;
 pub mod http;
 pub mod mem;
 pub mod net;
+pub mod service;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]

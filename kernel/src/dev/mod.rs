@@ -5,12 +5,15 @@
 pub mod masked;
 pub mod net;
 pub mod offload;
+pub mod port;
 pub mod ring;
 
 #[cfg(target_os = "none")]
 pub mod console;
 #[cfg(test)]
 pub mod fake_device;
+#[cfg(test)]
+pub mod fake_nic;
 #[cfg(target_os = "none")]
 pub mod fw_cfg;
 #[cfg(target_os = "none")]

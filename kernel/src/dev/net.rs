@@ -74,7 +74,8 @@ pub trait Kick {
 #[cfg(target_os = "none")]
 mod guest {
     use super::{Driver, DriverError, Kick, QUEUE_SIZE, TX_LARGE_HEAP_SHARE, TX_LARGE_LEN};
-    use crate::dev::virtio::{KernelHal, MaskedTransport, MmioWindow};
+    use crate::dev::port::{Nic, OpenError};
+    use crate::dev::virtio::{self, KernelHal, MaskedTransport, MmioWindow};
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use virtio_drivers::transport::mmio::MmioTransport;
 
@@ -116,6 +117,52 @@ mod guest {
     impl Kick for MmioWindow {
         fn notify(&self, queue: u16) {
             MmioWindow::notify(self, queue)
+        }
+    }
+
+    /// The guest's NIC: its register window, opened (again) by
+    /// [`Nic::open`](crate::dev::port::Nic::open).
+    pub struct VirtioNic<const N: usize> {
+        window: MmioWindow,
+        /// A port opened here may be alive: the next open must be handed it.
+        open: bool,
+    }
+
+    impl<const N: usize> VirtioNic<N> {
+        /// # Safety
+        /// `window` is a live virtio-net window from discovery, and no
+        /// transport over it exists or is created except by this value.
+        pub unsafe fn new(window: MmioWindow) -> Self {
+            VirtioNic {
+                window,
+                open: false,
+            }
+        }
+    }
+
+    impl<const N: usize> Nic for VirtioNic<N> {
+        type Port = NetDriver<N>;
+
+        fn open(&mut self, previous: Option<NetDriver<N>>) -> Result<NetDriver<N>, OpenError> {
+            if let Some(old) = previous {
+                // Dropping the driver resets the device and frees its rings.
+                drop(old);
+                self.open = false;
+            }
+            if self.open {
+                return Err(OpenError::StillOpen);
+            }
+            // SAFETY: `new`'s contract, and the only port opened here was
+            // dropped just above (or never existed, or failed to open).
+            let transport = unsafe { virtio::reopen(self.window) }.ok_or(OpenError::Gone)?;
+            let driver = NetDriver::new(MaskedTransport(transport), self.window)
+                .map_err(OpenError::Driver)?;
+            self.open = true;
+            Ok(driver)
+        }
+
+        fn needs_reset(&self) -> bool {
+            self.window.status() & virtio::STATUS_NEEDS_RESET != 0
         }
     }
 
@@ -681,6 +728,11 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
     /// tick.
     pub fn tick(&mut self) {
         self.refill();
+        self.kick_queues();
+    }
+
+    /// The kicks of [`tick`](Self::tick), without its refill.
+    pub fn kick_queues(&mut self) {
         let avail = self.stats.rx.avail;
         self.ticks_since_rx_kick = self.ticks_since_rx_kick.saturating_add(1);
         if self.rx_avail_at_tick_kick != Some(avail)

@@ -1,4 +1,5 @@
-//! The smoltcp `Device` over the virtio-net driver.
+//! The smoltcp `Device` over a NIC [`Port`] (the virtio-net driver, or a
+//! wrapper around it).
 //!
 //! An RX token owns its frame's buffer and hands it back to the driver when it
 //! is consumed or dropped, so no path can leak an RX buffer. A TX token is only
@@ -14,7 +15,8 @@
 //! checksums the device vouched for are not checked again.
 
 use super::{frame, tx_offload};
-use crate::dev::net::{DriverError, NetDriver, RxFrame, TSO_FRAME_MAX};
+use crate::dev::net::{DriverError, RxFrame, TSO_FRAME_MAX};
+use crate::dev::port::Port;
 use alloc::vec;
 use core::cell::RefCell;
 use core::num::NonZeroUsize;
@@ -25,18 +27,18 @@ use smoltcp::time::Instant;
 pub const MAX_FRAME: usize = 1514;
 pub use super::HTTP_PORT;
 
-type Slot<const N: usize> = RefCell<Option<NetDriver<N>>>;
+type Slot<P> = RefCell<Option<P>>;
 
-pub struct Phy<const N: usize> {
-    pub driver: Slot<N>,
+pub struct Phy<P: Port> {
+    pub driver: Slot<P>,
     /// Frames dropped for a bad IPv4, TCP, UDP or ICMP checksum.
     pub checksum_errors: u64,
     /// A driver error that needs the device reset.
     pub fault: Option<DriverError>,
 }
 
-impl<const N: usize> Phy<N> {
-    pub fn new(driver: NetDriver<N>) -> Self {
+impl<P: Port> Phy<P> {
+    pub fn new(driver: P) -> Self {
         Phy {
             driver: RefCell::new(Some(driver)),
             checksum_errors: 0,
@@ -44,27 +46,33 @@ impl<const N: usize> Phy<N> {
         }
     }
 
-    pub fn driver_mut(&mut self) -> Option<&mut NetDriver<N>> {
+    pub fn driver_mut(&mut self) -> Option<&mut P> {
         self.driver.get_mut().as_mut()
     }
 }
 
-pub struct Rx<'a, const N: usize> {
+pub struct Rx<'a, P: Port> {
     frame: Option<RxFrame>,
-    driver: &'a Slot<N>,
+    driver: &'a Slot<P>,
 }
 
-pub struct Tx<'a, const N: usize> {
-    driver: &'a Slot<N>,
+pub struct Tx<'a, P: Port> {
+    driver: &'a Slot<P>,
     /// smoltcp's request to segment this frame (the MSS), if any.
     segment_size: Option<u16>,
 }
 
-impl<const N: usize> Device for Phy<N> {
-    type RxToken<'a> = Rx<'a, N>;
-    type TxToken<'a> = Tx<'a, N>;
+impl<P: Port> Device for Phy<P> {
+    type RxToken<'a>
+        = Rx<'a, P>
+    where
+        P: 'a;
+    type TxToken<'a>
+        = Tx<'a, P>
+    where
+        P: 'a;
 
-    fn receive(&mut self, _now: Instant) -> Option<(Rx<'_, N>, Tx<'_, N>)> {
+    fn receive(&mut self, _now: Instant) -> Option<(Rx<'_, P>, Tx<'_, P>)> {
         let driver = self.driver.get_mut().as_mut()?;
         // The reply to this frame (an ACK, an ARP answer) needs TX room; without it,
         // leave the frame in the ring until TX completions free some.
@@ -73,7 +81,7 @@ impl<const N: usize> Device for Phy<N> {
         }
         // Bounded: each pass takes a used entry off the ring, which holds N.
         let mut next = None;
-        for _ in 0..N {
+        for _ in 0..driver.queue_size() {
             let frame = match driver.receive() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return None,
@@ -104,7 +112,7 @@ impl<const N: usize> Device for Phy<N> {
         ))
     }
 
-    fn transmit(&mut self, _now: Instant) -> Option<Tx<'_, N>> {
+    fn transmit(&mut self, _now: Instant) -> Option<Tx<'_, P>> {
         if !self.driver.get_mut().as_mut()?.can_transmit() {
             return None;
         }
@@ -131,7 +139,7 @@ impl<const N: usize> Device for Phy<N> {
             .driver
             .try_borrow()
             .ok()
-            .and_then(|d| d.as_ref().map(NetDriver::offloads))
+            .and_then(|d| d.as_ref().map(P::offloads))
             .unwrap_or_default();
         if offloads.tx_checksum {
             caps.checksum.tcp = Checksum::None;
@@ -143,13 +151,13 @@ impl<const N: usize> Device for Phy<N> {
     }
 }
 
-fn give_back<const N: usize>(slot: &Slot<N>, frame: RxFrame) {
+fn give_back<P: Port>(slot: &Slot<P>, frame: RxFrame) {
     if let Some(driver) = slot.borrow_mut().as_mut() {
         driver.give_back(frame);
     }
 }
 
-impl<const N: usize> phy::RxToken for Rx<'_, N> {
+impl<P: Port> phy::RxToken for Rx<'_, P> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(mut self, f: F) -> R {
         // No borrow of the driver is held while `f` runs: smoltcp transmits its
         // reply from inside `f` through the TX token.
@@ -162,7 +170,7 @@ impl<const N: usize> phy::RxToken for Rx<'_, N> {
     }
 }
 
-impl<const N: usize> Drop for Rx<'_, N> {
+impl<P: Port> Drop for Rx<'_, P> {
     fn drop(&mut self) {
         if let Some(frame) = self.frame.take() {
             give_back(self.driver, frame);
@@ -170,7 +178,7 @@ impl<const N: usize> Drop for Rx<'_, N> {
     }
 }
 
-impl<const N: usize> phy::TxToken for Tx<'_, N> {
+impl<P: Port> phy::TxToken for Tx<'_, P> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         match self.driver.borrow_mut().as_mut() {
             Some(driver) => {

@@ -1,7 +1,7 @@
 use super::phy::Phy;
 use crate::config::{Config, FALLBACK_ADDRESS, IpMode};
-use crate::dev::net::{DriverStats, NetDriver};
-use crate::dev::virtio::{self, MaskedTransport, MmioWindow, STATUS_NEEDS_RESET};
+use crate::dev::net::DriverStats;
+use crate::dev::port::{Nic, OpenError, Port};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::dhcpv4;
 use smoltcp::time::{Duration, Instant};
@@ -46,11 +46,11 @@ impl Totals {
     }
 }
 
-pub struct Stack<const N: usize> {
+pub struct Stack<D: Nic> {
     carried: Totals,
-    pub phy: Phy<N>,
-    /// The NIC's register window, to reopen the device on reset.
-    window: MmioWindow,
+    pub phy: Phy<D::Port>,
+    /// The device, to open it again on reset.
+    nic: D,
     pub device_resets: u64,
     /// Consecutive ticks with RX buffers missing from the ring after a refill.
     ticks_short_of_buffers: u32,
@@ -87,24 +87,27 @@ pub fn instant(ms: u64) -> Instant {
     Instant::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
-impl<const N: usize> Stack<N> {
+impl<D: Nic> Stack<D> {
+    /// The stack over `driver`, a port `nic` opened. `seed` and `later_seed`
+    /// are two readings of the guest's entropy (see [`syn_cookie_secret`]).
     pub fn new(
-        driver: NetDriver<N>,
-        window: MmioWindow,
+        nic: D,
+        driver: D::Port,
         config: &Config,
         now_ms: u64,
         seed: u64,
-    ) -> Stack<N> {
+        later_seed: u64,
+    ) -> Stack<D> {
         let mac = EthernetAddress(driver.mac());
         let mut phy = Phy::new(driver);
         let mut iface_config = IfaceConfig::new(HardwareAddress::Ethernet(mac));
         iface_config.random_seed = seed;
         let mut iface = Interface::new(iface_config, &mut phy, instant(now_ms));
         // A SYN costs no socket: see `smoltcp::iface::Interface::set_syn_cookies`.
-        iface.set_syn_cookies(Some(syn_cookie_secret(seed, crate::arch::cpu::rdtsc())));
+        iface.set_syn_cookies(Some(syn_cookie_secret(seed, later_seed)));
         let mut stack = Stack {
             phy,
-            window,
+            nic,
             device_resets: 0,
             carried: Totals::default(),
             ticks_short_of_buffers: 0,
@@ -163,6 +166,11 @@ impl<const N: usize> Stack<N> {
             Some(gw) => log::info!("net: ready: {cidr} via {gw} ({how})"),
             None => log::info!("net: ready: {cidr} ({how})"),
         }
+    }
+
+    /// The device the ports are opened on.
+    pub fn nic(&mut self) -> &mut D {
+        &mut self.nic
     }
 
     pub fn is_configured(&self) -> bool {
@@ -246,7 +254,8 @@ impl<const N: usize> Stack<N> {
     /// audit the rings and reset the device if it is wedged or broken.
     pub fn tick_housekeeping(&mut self, now_ms: u64) {
         if let Some(driver) = self.phy.driver_mut() {
-            driver.tick();
+            driver.refill();
+            driver.kick_queues();
         }
         if let Some(reason) = self.device_problem(now_ms) {
             self.reset_device(reason, now_ms);
@@ -257,7 +266,7 @@ impl<const N: usize> Stack<N> {
     /// past, a broken buffer invariant, RX buffers that stay unposted, the
     /// device asking for it, or TX making no progress with frames in flight.
     fn device_problem(&mut self, now_ms: u64) -> Option<&'static str> {
-        let needs_reset = self.window.status() & STATUS_NEEDS_RESET != 0;
+        let needs_reset = self.nic.needs_reset();
         let fault = self.phy.fault.is_some();
         let Some(driver) = self.phy.driver_mut() else {
             return Some("no driver (an earlier reset failed)");
@@ -272,12 +281,16 @@ impl<const N: usize> Stack<N> {
             log::warn!("net: ring audit: {} ({:?})", e.what, e.buffers);
             return Some("ring audit failed");
         }
-        let posted = usize::from(driver.stats.rx.in_flight());
-        let tx = driver.stats.tx;
-        if posted < N {
+        let stats = driver.stats();
+        let queue_size = driver.queue_size();
+        let posted = usize::from(stats.rx.in_flight());
+        let tx = stats.tx;
+        if posted < queue_size {
             self.ticks_short_of_buffers += 1;
             if self.ticks_short_of_buffers == 1 {
-                log::warn!("net: ring audit: {posted} of {N} RX buffers posted after refill");
+                log::warn!(
+                    "net: ring audit: {posted} of {queue_size} RX buffers posted after refill"
+                );
             }
         } else {
             self.ticks_short_of_buffers = 0;
@@ -300,23 +313,23 @@ impl<const N: usize> Stack<N> {
     fn reset_device(&mut self, reason: &'static str, now_ms: u64) {
         self.device_resets += 1;
         log::warn!("net: resetting the NIC (#{}): {reason}", self.device_resets);
-        if let Some(old) = self.phy.driver.get_mut().take() {
-            self.carried.add(&old.stats);
-            drop(old);
+        let old = self.phy.driver.get_mut().take();
+        if let Some(old) = &old {
+            self.carried.add(&old.stats());
         }
         self.phy.fault = None;
         self.ticks_short_of_buffers = 0;
         self.tx_watch = (0, now_ms);
-        // SAFETY: the window came from discovery, and the only transport over it
-        // belonged to the driver dropped just above.
-        let Some(transport) = (unsafe { virtio::reopen(self.window) }) else {
-            log::error!("net: NIC reset: the transport did not come back; retrying next tick");
-            return;
-        };
-        match NetDriver::<N>::new(MaskedTransport(transport), self.window) {
+        match self.nic.open(old) {
             Ok(driver) => {
                 *self.phy.driver.get_mut() = Some(driver);
                 log::info!("net: NIC reset done");
+            }
+            Err(OpenError::Gone) => {
+                log::error!("net: NIC reset: the transport did not come back; retrying next tick")
+            }
+            Err(OpenError::Driver(e)) => {
+                log::error!("net: NIC reset failed: {e:?}; retrying next tick")
             }
             Err(e) => log::error!("net: NIC reset failed: {e:?}; retrying next tick"),
         }
@@ -334,7 +347,7 @@ impl<const N: usize> Stack<N> {
         let Some(driver) = self.phy.driver_mut() else {
             return Err("the NIC is being reset");
         };
-        if usize::from(driver.stats.rx.in_flight()) < N {
+        if usize::from(driver.stats().rx.in_flight()) < driver.queue_size() {
             return Err("RX buffers not all posted to the device");
         }
         Ok(())
@@ -344,7 +357,7 @@ impl<const N: usize> Stack<N> {
     /// into the stats served at /api/stats.json.
     pub fn fill_stats(&mut self, stats: &mut crate::app::Stats) {
         let mut total = self.carried;
-        let current = self.phy.driver_mut().map(|d| d.stats).unwrap_or_default();
+        let current = self.phy.driver_mut().map(|d| d.stats()).unwrap_or_default();
         total.add(&current);
         stats.frames_in = total.frames_in;
         stats.frames_out = total.frames_out;

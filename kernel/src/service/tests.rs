@@ -1,0 +1,134 @@
+//! The service pass over the real driver on the fake device.
+
+use super::*;
+use crate::dev::fake_device::DeviceConfig;
+use crate::dev::fake_nic::FakeNic;
+use crate::dev::port::Nic;
+use std::vec::Vec;
+use virtio_drivers::transport::DeviceStatus;
+
+const N: usize = 16;
+const GUEST_IP: [u8; 4] = [10, 0, 2, 15];
+const PEER_IP: [u8; 4] = [10, 0, 2, 2];
+const PEER_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
+
+fn service() -> Service<FakeNic<N>, KeepLines> {
+    let config = Config::parse("ip=10.0.2.15/24\nqueue_size=16", &mut |w| {
+        panic!("config warning: {w}")
+    });
+    let mut nic = FakeNic::<N>::new(DeviceConfig::modern());
+    let port = nic.open(None).expect("the fake device opens");
+    let stack = Stack::new(nic, port, &config, 0, 1, 2);
+    let parts = AppParts {
+        site: Site::baked(),
+        stamp: Stamp::default(),
+        profile: crate::app::routes::no_profile,
+        access_log: None,
+        heap_free: 1 << 20,
+        version: "test",
+    };
+    Service::new(stack, &config, parts, KeepLines, 0)
+}
+
+fn readings() -> Readings {
+    Readings {
+        interrupts_net: 3,
+        interrupts_ignored: 1,
+        interrupts_timer: 9,
+        heap: Some((100, 200)),
+    }
+}
+
+fn arp_request(target: [u8; 4]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend([0xff; 6]);
+    f.extend(PEER_MAC);
+    f.extend([0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend(PEER_MAC);
+    f.extend(PEER_IP);
+    f.extend([0; 6]);
+    f.extend(target);
+    f.resize(60, 0);
+    f
+}
+
+fn nic(service: &mut Service<FakeNic<N>, KeepLines>) -> &mut FakeNic<N> {
+    service.stack().nic()
+}
+
+#[test]
+fn a_pass_after_an_interrupt_answers_what_arrived() {
+    let mut s = service();
+    let request = arp_request(GUEST_IP);
+    assert_eq!(nic(&mut s).dev.send_to_guest([&request[..]]), 1);
+    let outcome = s.pass(10, 0, true, readings);
+    assert!(!outcome.ticked);
+    let dev = &nic(&mut s).dev;
+    dev.complete_tx(N);
+    let sent = dev.take_sent();
+    let reply = sent
+        .iter()
+        .find(|f| f.get(12..14) == Some(&[0x08, 0x06][..]))
+        .expect("an ARP reply went out in the same pass");
+    assert_eq!(&reply[0..6], &PEER_MAC);
+    assert_eq!(&reply[20..22], &[0, 2], "ARP reply opcode");
+    assert_eq!(&reply[28..32], &GUEST_IP, "sender address");
+    assert!(dev.violations().is_empty(), "{:?}", dev.violations());
+    assert_eq!(s.stats().frames_in, 1);
+    assert_eq!(s.stats().frames_out, 1);
+}
+
+#[test]
+fn quiet_passes_leave_the_stats_for_the_next_full_pass() {
+    let mut s = service();
+    let quiet = s.pass(5, 0, false, readings);
+    assert!(quiet.may_sleep);
+    assert_eq!(s.stats().loop_iterations, 1);
+    assert_eq!(
+        s.stats().uptime_ms,
+        0,
+        "a quiet pass does not fill the stats"
+    );
+    assert_eq!(s.stats().interrupts_net, 0);
+    s.pass(7, 0, true, readings);
+    assert_eq!(s.stats().loop_iterations, 2);
+    assert_eq!(s.stats().uptime_ms, 7);
+    assert_eq!(s.stats().interrupts_net, 3);
+    assert_eq!(s.stats().interrupts_timer, 9);
+    assert_eq!((s.stats().heap_used, s.stats().heap_free), (100, 200));
+    assert_eq!(s.stats().timer_recoveries, 0);
+}
+
+#[test]
+fn a_frame_found_without_an_interrupt_counts_as_a_timer_recovery() {
+    let mut s = service();
+    let request = arp_request(GUEST_IP);
+    nic(&mut s).dev.send_to_guest([&request[..]]);
+    // The device has a used entry: the pass is not quiet even without the flag.
+    s.pass(10, 0, false, readings);
+    assert_eq!(s.stats().timer_recoveries, 1);
+    assert_eq!(s.stats().frames_in, 1);
+}
+
+#[test]
+fn the_tick_resets_a_device_that_asks_for_it_and_serving_goes_on() {
+    let mut s = service();
+    s.pass(1, 0, true, readings);
+    assert_eq!(nic(&mut s).opened, 1);
+    nic(&mut s).dev.state_mut().status |= DeviceStatus::DEVICE_NEEDS_RESET;
+    // Housekeeping runs only when the tick moves.
+    s.pass(2, 0, true, readings);
+    assert_eq!(nic(&mut s).opened, 1);
+    let outcome = s.pass(3, 1, true, readings);
+    assert!(outcome.ticked);
+    assert_eq!(nic(&mut s).opened, 2, "the driver was rebuilt");
+    assert!(!nic(&mut s).needs_reset());
+    s.pass(4, 1, true, readings);
+    assert_eq!(s.stats().device_resets, 1);
+    let request = arp_request(GUEST_IP);
+    nic(&mut s).dev.send_to_guest([&request[..]]);
+    s.pass(5, 1, true, readings);
+    let dev = &nic(&mut s).dev;
+    dev.complete_tx(N);
+    assert_eq!(dev.take_sent().len(), 1, "the new driver answers");
+}
