@@ -8,7 +8,7 @@
 //! --days D`.
 pub mod alloc;
 pub mod client;
-pub mod glue;
+pub mod guest;
 pub mod oracle;
 pub mod wire;
 
@@ -58,7 +58,7 @@ mod tests {
             faults,
         };
         let start = std::time::Instant::now();
-        let r = world::run(opts, |nic, s| super::glue::Guest::<16>::new(nic, 0, s, 64))
+        let r = world::run(opts, |nic, s| super::guest::Guest::new(nic, super::guest::Real::<16>, 16, s))
             .unwrap_or_else(|f| panic!("{f}"));
         std::eprintln!(
             "seed {seed}: {} virtual, {} responses ({:?}), {} passes, heap {}..{}, {:?} real",

@@ -31,11 +31,10 @@ const EVENT_LOG: usize = 48;
 /// The guest as the simulator drives it: what `boot.rs`'s loop does each
 /// wake-up, and what the invariants read.
 pub trait Target {
-    /// One pass of the main loop at `now`; `irq`: the NIC interrupted since
-    /// the last pass. Returns whether the loop may sleep.
-    fn pass(&mut self, now: u64, irq: bool) -> bool;
-    /// The per-tick housekeeping (kicks, ring audit, resets).
-    fn tick(&mut self, now: u64);
+    /// One pass of the main loop at `now` with the timer's tick count
+    /// `tick` (housekeeping runs when it moved); `irq`: the NIC interrupted
+    /// since the last pass. Returns whether the loop may sleep.
+    fn pass(&mut self, now: u64, tick: u64, irq: bool) -> bool;
     /// RX buffers posted to the device; `None` while no driver is open.
     fn rx_posted(&mut self) -> Option<usize>;
     fn queue_size(&self) -> usize;
@@ -340,14 +339,12 @@ impl<T: Target> Sim<T> {
                 let tick = self.now >= self.next_tick;
                 if tick {
                     self.next_tick = (self.now / TICK_MS + 1) * TICK_MS;
-                    let now = self.now;
-                    alloc::measured(|| self.guest.tick(now));
-                    self.guest_next = self.guest_deadline();
                 }
                 let due = self.guest_next.is_some_and(|d| d <= self.now);
                 if irq || tick || due || !self.may_sleep {
                     let now = self.now;
-                    self.may_sleep = alloc::measured(|| self.guest.pass(now, irq));
+                    let ticks = self.guest_ticks(now);
+                    self.may_sleep = alloc::measured(|| self.guest.pass(now, ticks, irq));
                     self.passes += 1;
                     self.guest_next = self.guest_deadline();
                     self.check_after_pass()?;
@@ -368,6 +365,11 @@ impl<T: Target> Sim<T> {
             self.advance(per_period);
         }
         Ok(())
+    }
+
+    /// The guest's tick count: its clock over the tick period.
+    fn guest_ticks(&self, now: u64) -> u64 {
+        now / TICK_MS
     }
 
     fn guest_deadline(&mut self) -> Option<u64> {
