@@ -9,6 +9,7 @@
 pub mod alloc;
 pub mod client;
 pub mod guest;
+pub mod mutations;
 pub mod oracle;
 pub mod wire;
 
