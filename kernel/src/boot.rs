@@ -7,11 +7,12 @@ use crate::arch::{
     self, clock, cpu, fault, gdt, idt, ioapic, lapic, lockup, rtc, serial, watchdog,
 };
 use crate::cmdline;
-use crate::config::{Config, LogLevel, MAX_CONFIG_LEN, NetFault};
+use crate::config::{Config, LogLevel, MAX_CONFIG_LEN, NetFault, QUEUE_SIZES};
 use crate::dev::console::Console;
+use crate::dev::faults::{self, NoRepostNic};
 use crate::dev::fw_cfg;
 use crate::dev::net::{self as dev_net, VirtioNic};
-use crate::dev::port::{Nic, OpenError};
+use crate::dev::port::{Nic, OpenError, Port};
 use crate::dev::virtio::{self, MmioWindow};
 use crate::diag::StackRange;
 use crate::http::Stamp;
@@ -47,6 +48,49 @@ fn stop(what: core::fmt::Arguments) -> ! {
 pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     serial::init();
     serial::init_logger(log::LevelFilter::Info);
+    let mut frame_allocator = init_cpu(boot_info);
+    let heap = init_heap(boot_info, &mut frame_allocator);
+    let (config, cmdline_devices) = load_config(handover::cmdline(&boot_info.memory_regions));
+    serial::init_logger(level_filter(config.log_level));
+    log::info!(
+        "mem: heap {} KiB at {:#x}, {} frames left",
+        heap.size >> 10,
+        heap.start,
+        frame_allocator.free_frames()
+    );
+    let site = site_source::load(boot_info);
+    let ioapics = init_interrupts();
+    if let Some(fault) = config.fault.filter(|f| !f.in_main_loop()) {
+        arch::fault_inject::inject(fault);
+    }
+    let listed = devices_outside_ram(&cmdline_devices, &boot_info.memory_regions);
+    let epoch_ms = start_wall_clock(&config);
+    let mut console = None;
+    let nic = find_nic(&config, &ioapics, &listed, &mut console);
+    log::info!("kernel: init complete");
+    let lockup_ticks = config.lockup_ms * clock::TICK_HZ / 1000;
+    log::info!(
+        "watchdog: ib700 {WATCHDOG_S} s, soft-lockup after {} ms",
+        config.lockup_ms
+    );
+    let main_loop_fault = config.fault.filter(|f| f.in_main_loop());
+    let Some(window) = nic else {
+        idle(lockup_ticks, main_loop_fault)
+    };
+    let extras = Extras {
+        epoch_ms,
+        console,
+        site,
+        lockup_ticks,
+        fault: main_loop_fault,
+    };
+    serve_sized(window, &config, extras)
+}
+
+/// Announces the boot, builds the kernel's page tables, GDT (with the IST
+/// stacks registered for the fault handler) and IDT. Returns the frame
+/// allocator for the rest of the bring-up.
+fn init_cpu(boot_info: &BootInfo) -> frames::FrameAllocator {
     let regions: &[bootloader_api::info::MemoryRegion] = &boot_info.memory_regions;
     let usable = frames::usable_bytes(regions);
     serial::print(format_args!(
@@ -54,7 +98,6 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         usable >> 20,
         cpu::speed_probe()
     ));
-
     let Some(phys_offset) = boot_info.physical_memory_offset.into_option() else {
         stop(format_args!("the loader did not map physical memory"))
     };
@@ -89,7 +132,17 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     fault::register_stacks(stacks);
     gdt::init(ist.map(|s| s.top));
     idt::init();
+    frame_allocator
+}
 
+/// Where the heap went.
+struct HeapBlock {
+    start: u64,
+    size: u64,
+}
+
+/// Gives the heap the largest block it can have (see `heap::size_for`).
+fn init_heap(boot_info: &BootInfo, frame_allocator: &mut frames::FrameAllocator) -> HeapBlock {
     let largest = frame_allocator.largest_run() * frames::FRAME;
     let heap_size = heap::size_for(largest).unwrap_or_else(|| {
         stop(format_args!(
@@ -110,51 +163,19 @@ pub fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     // SAFETY: fresh frames from the allocator, mapped writable in the physical window,
     // used by nothing else; init runs once.
     unsafe { heap::init(paging::phys_to_virt(heap_start), heap_size) };
+    HeapBlock {
+        start: heap_start,
+        size: heap_size,
+    }
+}
 
-    let (config, cmdline_devices) = load_config(handover::cmdline(&boot_info.memory_regions));
-    serial::init_logger(match config.log_level {
+fn level_filter(level: LogLevel) -> log::LevelFilter {
+    match level {
         LogLevel::Error => log::LevelFilter::Error,
         LogLevel::Warn => log::LevelFilter::Warn,
         LogLevel::Info => log::LevelFilter::Info,
         LogLevel::Debug => log::LevelFilter::Debug,
         LogLevel::Trace => log::LevelFilter::Trace,
-    });
-    log::info!(
-        "mem: heap {} KiB at {:#x}, {} frames left",
-        heap_size >> 10,
-        heap_start,
-        frame_allocator.free_frames()
-    );
-
-    let site = site_source::load(boot_info);
-
-    let ioapics = init_interrupts();
-    if let Some(fault) = config.fault.filter(|f| !f.in_main_loop()) {
-        arch::fault_inject::inject(fault);
-    }
-    let listed = devices_outside_ram(&cmdline_devices, &boot_info.memory_regions);
-    let epoch_ms = start_wall_clock(&config);
-    let mut console = None;
-    let nic = find_nic(&config, &ioapics, &listed, &mut console);
-    log::info!("kernel: init complete");
-    let lockup_ticks = config.lockup_ms * clock::TICK_HZ / 1000;
-    log::info!(
-        "watchdog: ib700 {WATCHDOG_S} s, soft-lockup after {} ms",
-        config.lockup_ms
-    );
-    let main_loop_fault = config.fault.filter(|f| f.in_main_loop());
-    let Some(window) = nic else {
-        idle(lockup_ticks, main_loop_fault)
-    };
-    // The ring size is a type parameter of the driver: one instance per supported size.
-    let extras = Extras {
-        epoch_ms,
-        console,
-        site,
-    };
-    match config.queue_size {
-        16 => serve::<16>(window, &config, extras, lockup_ticks, main_loop_fault),
-        _ => serve::<256>(window, &config, extras, lockup_ticks, main_loop_fault),
     }
 }
 
@@ -164,6 +185,9 @@ struct Extras {
     console: Option<Console>,
     /// The bundle from the loader, or the baked site.
     site: Site,
+    lockup_ticks: u64,
+    /// A main-loop fault to inject (`fault=`).
+    fault: Option<crate::config::Fault>,
 }
 
 /// Reads the wall clock once (see `wall_clock`) and says where it came from.
@@ -229,18 +253,18 @@ fn find_nic(
         );
         return None;
     };
-    match config.net_fault {
-        Some(NetFault::NoIrq) => {
-            log::warn!("net: fault=no-irq: NIC interrupt not routed, the tick services the rings");
-            return Some(window);
-        }
+    if config.net_fault == Some(NetFault::NoIrq) {
+        log::warn!("net: fault=no-irq: NIC interrupt not routed, the tick services the rings");
+        return Some(window);
+    }
+    let handler = match config.net_fault {
         Some(NetFault::DropIrq(n)) => {
             log::warn!("net: fault=drop-irq:{n}: one NIC interrupt in {n} is ignored");
-            dev_net::ignore_every_nth_interrupt(u64::from(n));
+            faults::drop_every_nth_interrupt(u64::from(n))
         }
-        _ => {}
-    }
-    let Some(vector) = idt::set_device_handler(0, dev_net::on_interrupt) else {
+        _ => dev_net::on_interrupt,
+    };
+    let Some(vector) = idt::set_device_handler(0, handler) else {
         log::error!("net: no interrupt vector left: the tick services the rings");
         return Some(window);
     };
@@ -292,47 +316,55 @@ fn devices_outside_ram(
     listed
 }
 
-/// Starts the driver with `N`-entry rings and the TCP/IP stack, then runs the
-/// main loop: a service pass (see [`crate::service`]), then sleep until an
-/// interrupt (the NIC or the 100 Hz tick). A lost NIC interrupt costs at most
-/// one tick.
-fn serve<const N: usize>(
-    window: MmioWindow,
-    config: &Config,
-    extras: Extras,
-    lockup_ticks: u64,
-    fault: Option<crate::config::Fault>,
-) -> ! {
+/// The ring size is a type parameter of the driver: one instance per entry
+/// of [`QUEUE_SIZES`].
+fn serve_sized(window: MmioWindow, config: &Config, extras: Extras) -> ! {
+    const DEFAULT: usize = QUEUE_SIZES[0];
+    const SMALL: usize = QUEUE_SIZES[1];
+    if config.queue_size == SMALL {
+        serve_with_faults::<SMALL>(window, config, extras)
+    } else {
+        serve_with_faults::<DEFAULT>(window, config, extras)
+    }
+}
+
+/// The NIC over `window`, wrapped in the fault `config` asks for.
+fn serve_with_faults<const N: usize>(window: MmioWindow, config: &Config, extras: Extras) -> ! {
     // SAFETY: discovery dropped its transport over this window; from here on
     // only this value opens one.
-    let mut nic = unsafe { VirtioNic::<N>::new(window) };
+    let nic = unsafe { VirtioNic::<N>::new(window) };
+    if config.net_fault == Some(NetFault::NoRepost) {
+        log::warn!(
+            "net: fault=no-repost: RX buffers are not re-posted until the ring audit resets the NIC"
+        );
+        serve(NoRepostNic::new(nic), config, extras)
+    } else {
+        serve(nic, config, extras)
+    }
+}
+
+/// Starts the driver and the TCP/IP stack, composes the service pass, and
+/// runs the main loop.
+fn serve<D: Nic>(mut nic: D, config: &Config, extras: Extras) -> ! {
     // The SYN-cookie keys mix this reading with one after the driver's start.
     let seed = cpu::rdtsc();
     let driver = match nic.open(None) {
         Ok(driver) => driver,
         Err(OpenError::Gone) => {
             log::error!("net: virtio-net transport vanished; not serving HTTP");
-            idle(lockup_ticks, fault)
+            idle(extras.lockup_ticks, extras.fault)
         }
         Err(OpenError::Driver(e)) => {
             log::error!("net: virtio-net init failed: {e:?}; not serving HTTP");
-            idle(lockup_ticks, fault)
+            idle(extras.lockup_ticks, extras.fault)
         }
         Err(e) => {
             log::error!("net: virtio-net init failed: {e:?}; not serving HTTP");
-            idle(lockup_ticks, fault)
+            idle(extras.lockup_ticks, extras.fault)
         }
     };
-    log::info!("net: virtio-net rings of {N} entries");
-    let mut stack = Stack::new(nic, driver, config, clock::uptime_ms(), seed, cpu::rdtsc());
-    if config.net_fault == Some(NetFault::NoRepost) {
-        log::warn!(
-            "net: fault=no-repost: RX buffers are not re-posted until the ring audit resets the NIC"
-        );
-        if let Some(driver) = stack.phy.driver_mut() {
-            driver.stop_reposting();
-        }
-    }
+    log::info!("net: virtio-net rings of {} entries", driver.queue_size());
+    let stack = Stack::new(nic, driver, config, clock::uptime_ms(), seed, cpu::rdtsc());
     let stamp = Stamp {
         epoch_ms: extras.epoch_ms,
         // Tells request ids of this boot from another's.
@@ -355,8 +387,22 @@ fn serve<const N: usize>(
         heap_free: heap::usage().map_or(0, |u| u.free),
         version: VERSION,
     };
-    let mut service = Service::new(stack, config, parts, sink, clock::ticks());
+    let service = Service::new(stack, config, parts, sink, clock::ticks());
     log::info!("access log: {} ({why})", destination.as_str());
+    main_loop(service, config, extras.lockup_ticks, extras.fault)
+}
+
+/// Runs service passes, sleeping between them until an interrupt (the NIC or
+/// the 100 Hz tick) unless a pass has more to do; a lost NIC interrupt costs
+/// at most one tick. Each iteration: inject a main-loop fault once it is due,
+/// run a pass, pet the watchdog on a new tick, report progress to the
+/// soft-lockup detector, sleep.
+fn main_loop<D: Nic>(
+    mut service: Service<D, Sink>,
+    config: &Config,
+    lockup_ticks: u64,
+    fault: Option<crate::config::Fault>,
+) -> ! {
     // Main-loop faults count their delay from the moment the guest has an
     // address, so a slow boot (DHCP on a loaded host) cannot fire them before
     // a test's clients are connected.
@@ -373,19 +419,24 @@ fn serve<const N: usize>(
         {
             arch::fault_inject::inject(fault);
         }
-        let now = clock::uptime_ms();
         let from_irq = dev_net::NET_PENDING.swap(false, Ordering::AcqRel);
-        let outcome = service.pass(now, clock::ticks(), from_irq, readings);
+        let outcome = service.pass(clock::uptime_ms(), clock::ticks(), from_irq, readings);
         if outcome.ticked {
             watchdog::pet(WATCHDOG_S);
         }
         lockup::progress();
-        cpu::disable_interrupts();
-        if outcome.may_sleep && !dev_net::NET_PENDING.load(Ordering::Acquire) {
-            cpu::enable_interrupts_and_halt();
-        } else {
-            cpu::enable_interrupts();
-        }
+        sleep_until_interrupt(outcome.may_sleep);
+    }
+}
+
+/// Halts until the next interrupt if `may_sleep` and no NIC interrupt came
+/// since the pass looked; the check and the halt are atomic (`sti; hlt`).
+fn sleep_until_interrupt(may_sleep: bool) {
+    cpu::disable_interrupts();
+    if may_sleep && !dev_net::NET_PENDING.load(Ordering::Acquire) {
+        cpu::enable_interrupts_and_halt();
+    } else {
+        cpu::enable_interrupts();
     }
 }
 
@@ -393,7 +444,7 @@ fn serve<const N: usize>(
 fn readings() -> Readings {
     Readings {
         interrupts_net: dev_net::NET_INTERRUPTS.load(Ordering::Relaxed),
-        interrupts_ignored: dev_net::NET_INTERRUPTS_IGNORED.load(Ordering::Relaxed),
+        interrupts_ignored: faults::INTERRUPTS_DROPPED.load(Ordering::Relaxed),
         interrupts_timer: clock::ticks(),
         heap: heap::usage().map(|u| (u.used as u64, u.free as u64)),
     }

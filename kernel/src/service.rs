@@ -25,14 +25,14 @@
 //! responses just written leave in the same pass.
 
 use crate::app::access_log::{AccessLog, LineBuffer};
-use crate::app::routes::ProfileWriter;
-use crate::app::{Site, Stats};
+use crate::app::routes::{ProfileWriter, Scope};
+use crate::app::{RequestLog, Routes, Site, Stats};
 use crate::config::{ADMIN_SOCKETS, Admin, Config};
 use crate::dev::port::Nic;
-use crate::http::Stamp;
-use crate::net::Stack;
-use crate::net::server::Server;
-use crate::net::sizing;
+use crate::http::{ConnEvent, Exchange, Stamp};
+use crate::net::server::{App, ConnHandler, Pool, Server, ServerCounters};
+use crate::net::{HTTP_PORT, Health, Stack, StackCounters, sizing};
+use alloc::boxed::Box;
 use smoltcp::time::Duration;
 
 /// Where the access log's lines go (serial, a virtio console, nowhere).
@@ -88,8 +88,8 @@ pub struct PassOutcome {
 
 pub struct Service<D: Nic, S: LineSink> {
     stack: Stack<D>,
-    server: Server,
-    stats: Stats,
+    server: Server<Scope>,
+    web: Web,
     sink: S,
     last_tick: u64,
     /// Quiet passes skip filling the stats; the next full pass does it first.
@@ -97,31 +97,67 @@ pub struct Service<D: Nic, S: LineSink> {
 }
 
 impl<D: Nic, S: LineSink> Service<D, S> {
-    /// Adds the HTTP sockets (public and admin, per `config`) to `stack`.
-    /// `tick` is the current tick count: housekeeping first runs when it moves.
+    /// Adds the HTTP sockets (the site's pool, and the admin pool if
+    /// `config` wants one) to `stack`. `tick` is the current tick count:
+    /// housekeeping first runs when it moves.
     pub fn new(mut stack: Stack<D>, config: &Config, parts: AppParts, sink: S, tick: u64) -> Self {
-        let admin = match config.serving.admin {
-            Admin::Port(port) => Some((port, ADMIN_SOCKETS)),
-            Admin::Public => None,
+        let site_pool = Pool {
+            port: HTTP_PORT,
+            sockets: config.http_sockets,
+            scope: Scope::Public,
+            makes_room: true,
         };
-        let sockets = config.http_sockets + admin.map_or(0, |(_, n)| n);
-        let mut server = Server::new(
+        let pools = match config.serving.admin {
+            Admin::Port(port) => [
+                site_pool,
+                Pool {
+                    port,
+                    sockets: ADMIN_SOCKETS,
+                    scope: Scope::Admin,
+                    makes_room: false,
+                },
+            ]
+            .to_vec(),
+            Admin::Public => [Pool {
+                scope: Scope::All,
+                ..site_pool
+            }]
+            .to_vec(),
+        };
+        let sockets = pools.iter().map(|p| p.sockets).sum();
+        let tx_buffer = sizing::tx_buffer_for(parts.heap_free, sockets);
+        let server = Server::new(
             &mut stack.sockets,
-            config.http_sockets,
-            sizing::tx_buffer_for(parts.heap_free, sockets),
+            &pools,
+            tx_buffer,
             config.http_limits(),
+            parts.stamp,
         );
-        server.add_admin(&mut stack.sockets, admin);
-        server.set_profile(parts.profile);
-        server.set_site(parts.site);
-        server.set_stamp(parts.stamp);
-        if let Some(log) = parts.access_log {
-            server.set_access_log(log);
+        log::info!(
+            "http: {} sockets on port {HTTP_PORT}, {} KiB send buffer each",
+            config.http_sockets,
+            tx_buffer >> 10
+        );
+        match config.serving.admin {
+            Admin::Port(port) => log::info!(
+                "http: admin endpoints on port {port} ({ADMIN_SOCKETS} sockets); port {HTTP_PORT} serves the site and /health"
+            ),
+            Admin::Public => log::warn!(
+                "http: admin=public: metrics, stats, status and debug endpoints on port {HTTP_PORT}, for local development only"
+            ),
         }
+        let web = Web {
+            site: parts.site,
+            stats: Stats::new(parts.version),
+            requests: Box::new(RequestLog::new()),
+            profile: parts.profile,
+            access_log: parts.access_log.unwrap_or_else(AccessLog::off),
+            health: Err(Health::NoAddress),
+        };
         Service {
             stack,
             server,
-            stats: Stats::new(parts.version),
+            web,
             sink,
             last_tick: tick,
             stats_stale: false,
@@ -136,15 +172,12 @@ impl<D: Nic, S: LineSink> Service<D, S> {
         from_irq: bool,
         read: impl Fn() -> Readings,
     ) -> PassOutcome {
-        // A pass with no connection open, nothing from the device and nothing
-        // due in smoltcp does only the per-tick housekeeping below (ring
-        // audit, tick kicks): full passes were most of an idle guest's host CPU.
-        let quiet = !from_irq && self.server.is_idle() && !self.stack.has_work(now);
+        let quiet = self.is_quiet(now, from_irq);
         let mut may_sleep = true;
         if !quiet {
             may_sleep = self.serve(now, from_irq, &read);
         }
-        if self.sink.pump(self.server.access_log_buffer(), now) {
+        if self.sink.pump(self.web.access_log.buffer(), now) {
             may_sleep = false;
         }
         let ticked = tick != self.last_tick;
@@ -152,7 +185,8 @@ impl<D: Nic, S: LineSink> Service<D, S> {
             self.last_tick = tick;
             self.stack.tick_housekeeping(now);
         }
-        self.stats.loop_iterations = self.stats.loop_iterations.saturating_add(1);
+        let stats = &mut self.web.stats;
+        stats.loop_iterations = stats.loop_iterations.saturating_add(1);
         if quiet {
             self.stats_stale = true;
         } else {
@@ -161,22 +195,32 @@ impl<D: Nic, S: LineSink> Service<D, S> {
         PassOutcome { may_sleep, ticked }
     }
 
+    /// No interrupt, no connection open, nothing from the device and nothing
+    /// due in smoltcp: the pass does only the per-tick housekeeping (ring
+    /// audit, tick kicks), since full passes were most of an idle guest's
+    /// host CPU.
+    fn is_quiet(&mut self, now: u64, from_irq: bool) -> bool {
+        !from_irq && self.server.is_idle() && !self.stack.has_work(now)
+    }
+
     /// The full pass: poll, run the connections, poll again. Returns whether
     /// the caller may sleep.
     fn serve(&mut self, now: u64, from_irq: bool, read: &impl Fn() -> Readings) -> bool {
         let mut worked = self.stack.poll(now);
         if worked && !from_irq {
-            self.stats.timer_recoveries = self.stats.timer_recoveries.saturating_add(1);
+            let stats = &mut self.web.stats;
+            stats.timer_recoveries = stats.timer_recoveries.saturating_add(1);
         }
         if self.stats_stale {
             // /api/stats.json may be asked in this pass.
             self.fill_stats(now, read);
             self.stats_stale = false;
         }
-        let health = self.stack.health();
+        self.web.health = self.stack.health();
+        let refused = self.stack.refused();
         let busy = self
             .server
-            .service(&mut self.stack.sockets, now, &mut self.stats, health);
+            .service(&mut self.stack.sockets, now, &mut self.web, refused);
         worked |= self.stack.poll(now);
         // smoltcp wants another pass at once while a socket has data to send,
         // even if the TX ring is full: then the completion interrupt (or the
@@ -188,15 +232,31 @@ impl<D: Nic, S: LineSink> Service<D, S> {
 
     fn fill_stats(&mut self, now: u64, read: &impl Fn() -> Readings) {
         let r = read();
-        let stats = &mut self.stats;
+        let stats = &mut self.web.stats;
         stats.uptime_ms = now;
         stats.interrupts_net = r.interrupts_net;
         stats.interrupts_ignored = r.interrupts_ignored;
         stats.interrupts_timer = r.interrupts_timer;
-        self.stack.fill_stats(stats);
+        copy_stack_counters(stats, &self.stack.counters());
+        copy_server_counters(stats, self.server.counters());
         if let Some((used, free)) = r.heap {
             stats.heap_used = used;
             stats.heap_free = free;
+        }
+    }
+
+    /// When the next pass has something to do with no new input: the
+    /// earliest connection deadline or smoltcp timer (`None`: nothing until
+    /// input arrives). For a caller with a clock of its own (the simulator);
+    /// the guest's 100 Hz tick bounds its sleep anyway.
+    pub fn next_deadline(&mut self, now: u64) -> Option<u64> {
+        let smoltcp = self
+            .stack
+            .poll_delay(now)
+            .map(|d| now.saturating_add(d.total_millis()));
+        match (self.server.next_deadline(), smoltcp) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -207,20 +267,99 @@ impl<D: Nic, S: LineSink> Service<D, S> {
 
     /// The counters as of the last full pass.
     pub fn stats(&self) -> &Stats {
-        &self.stats
+        &self.web.stats
+    }
+
+    /// The access-log lines not yet taken by the sink.
+    pub fn access_log_buffer(&mut self) -> &mut LineBuffer {
+        self.web.access_log.buffer()
     }
 
     pub fn stack(&mut self) -> &mut Stack<D> {
         &mut self.stack
     }
 
-    pub fn server(&mut self) -> &mut Server {
+    pub fn server(&mut self) -> &mut Server<Scope> {
         &mut self.server
     }
 
     pub fn sink(&mut self) -> &mut S {
         &mut self.sink
     }
+}
+
+/// The app's state each connection's handler borrows for a pass.
+struct Web {
+    site: Site,
+    stats: Stats,
+    /// Recent requests (`/api/requests.json`), allocated once.
+    requests: Box<RequestLog>,
+    profile: ProfileWriter,
+    access_log: AccessLog,
+    /// The network path's health as of this pass, for `/health`.
+    health: Result<(), Health>,
+}
+
+impl App for Web {
+    type Scope = Scope;
+    type Handler<'a> = Routes<'a>;
+
+    fn handler(&mut self, scope: Scope, counters: &ServerCounters) -> Routes<'_> {
+        // /api/stats.json shows the connection asking.
+        copy_server_counters(&mut self.stats, counters);
+        Routes {
+            site: self.site,
+            stats: &mut self.stats,
+            requests: &mut self.requests,
+            health: self.health.map_err(Health::as_str),
+            profile: self.profile,
+            access_log: &mut self.access_log,
+            scope,
+        }
+    }
+}
+
+impl ConnHandler for Routes<'_> {
+    fn on_event(&mut self, event: ConnEvent, current: Option<&Exchange<'_>>) {
+        Routes::on_event(self, event, current)
+    }
+
+    fn on_unfinished(&mut self, exchange: &Exchange<'_>) {
+        Routes::on_unfinished(self, exchange)
+    }
+}
+
+// The one place where the network layer's counters become the app's stats.
+
+fn copy_server_counters(stats: &mut Stats, c: &ServerCounters) {
+    stats.connections_accepted = c.connections_accepted;
+    stats.connections_active = c.connections_active;
+    stats.evictions_idle = c.evictions_idle;
+    stats.evictions_head = c.evictions_head;
+    stats.evictions_lingering = c.evictions_lingering;
+    stats.evictions_stalled = c.evictions_stalled;
+}
+
+fn copy_stack_counters(stats: &mut Stats, c: &StackCounters) {
+    stats.frames_in = c.frames_in;
+    stats.frames_out = c.frames_out;
+    stats.bytes_in = c.bytes_in;
+    stats.bytes_out = c.bytes_out;
+    stats.tx_full_events = c.tx_full_events;
+    stats.rx_dropped = c.rx_dropped;
+    stats.rx_checksum_errors = c.rx_checksum_errors;
+    stats.rx_wraps = c.rx_wraps;
+    stats.tx_wraps = c.tx_wraps;
+    stats.rx_avail_idx = c.rx_avail_idx;
+    stats.rx_used_idx = c.rx_used_idx;
+    stats.tx_avail_idx = c.tx_avail_idx;
+    stats.tx_used_idx = c.tx_used_idx;
+    stats.device_resets = c.device_resets;
+    stats.tx_large_buffer_bytes = c.tx_large_buffer_bytes;
+    stats.syn_cookies_sent = c.syn_cookies_sent;
+    stats.syn_cookies_valid = c.syn_cookies_valid;
+    stats.syn_cookies_invalid = c.syn_cookies_invalid;
+    stats.connections_refused = c.connections_refused;
 }
 
 #[cfg(test)]

@@ -18,8 +18,8 @@
 //! port's transmit queue is set up: no control messages (QEMU delivers a
 //! port's output whenever its host end is connected), no input.
 
+use super::line_buffer::LineBuffer;
 use super::virtio::{KernelHal, MmioWindow};
-use crate::app::access_log::LineBuffer;
 use alloc::boxed::Box;
 use alloc::vec;
 use virtio_drivers::queue::VirtQueue;

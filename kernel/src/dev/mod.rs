@@ -2,6 +2,8 @@
 //! virtio-net driver and a transmit-only virtio-console driver (the access
 //! log). [`ring`], [`masked`] and the generic [`net::Driver`] build on the host
 //! and are unit tested there, the driver over `fake_device`.
+pub mod faults;
+pub mod line_buffer;
 pub mod masked;
 pub mod net;
 pub mod offload;

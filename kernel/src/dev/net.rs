@@ -42,8 +42,6 @@ use virtio_drivers::Hal;
 use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::Transport;
 
-/// The guest's queue size (both queues).
-pub const QUEUE_SIZE: usize = 256;
 /// virtio-drivers wants at least 1526 bytes (header + 1514-byte frame).
 pub const RX_BUFFER_LEN: usize = 2048;
 pub const TX_BUFFER_LEN: usize = 2048;
@@ -62,7 +60,6 @@ pub const TX_LARGE_HEAP_SHARE: usize = 8;
 const _: () = assert!(TX_LARGE_LEN > TX_BUFFER_LEN);
 pub const QUEUE_RECEIVE: u16 = 0;
 pub const QUEUE_TRANSMIT: u16 = 1;
-const _: () = assert!(QUEUE_SIZE.is_power_of_two() && QUEUE_SIZE <= u16::MAX as usize);
 
 /// Writes a queue's notify register directly: virtio-drivers decides whether to
 /// notify from the device's suppression flag, read without a full fence after
@@ -73,15 +70,16 @@ pub trait Kick {
 
 #[cfg(target_os = "none")]
 mod guest {
-    use super::{Driver, DriverError, Kick, QUEUE_SIZE, TX_LARGE_HEAP_SHARE, TX_LARGE_LEN};
+    use super::{Driver, DriverError, Kick, TX_LARGE_HEAP_SHARE, TX_LARGE_LEN};
     use crate::dev::port::{Nic, OpenError};
     use crate::dev::virtio::{self, KernelHal, MaskedTransport, MmioWindow};
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use virtio_drivers::transport::mmio::MmioTransport;
 
     /// The guest's driver: the MMIO transport (without `RING_EVENT_IDX`), kicked
-    /// through the transport's register window.
-    pub type NetDriver<const N: usize = QUEUE_SIZE> =
+    /// through the transport's register window; `N` is one of the
+    /// configuration's `QUEUE_SIZES`.
+    pub type NetDriver<const N: usize> =
         Driver<KernelHal, MaskedTransport<MmioTransport<'static>>, MmioWindow, N>;
 
     /// Set by the interrupt handler, cleared by the main loop before it services the device.
@@ -90,27 +88,24 @@ mod guest {
     /// Register window of the NIC for the interrupt handler (0 = none).
     static NET_WINDOW: AtomicU64 = AtomicU64::new(0);
 
-    /// Test switch (`fault=drop-irq:N`): every Nth interrupt is acknowledged but
-    /// not recorded, as if it had been lost (0 = off).
-    static IGNORE_EVERY: AtomicU64 = AtomicU64::new(0);
-    pub static NET_INTERRUPTS_IGNORED: AtomicU64 = AtomicU64::new(0);
-
-    pub fn ignore_every_nth_interrupt(n: u64) {
-        IGNORE_EVERY.store(n, Ordering::Relaxed);
-    }
-
     /// Interrupt context: acknowledge the device and note that work is pending.
     pub fn on_interrupt() {
+        acknowledge_interrupt();
+        mark_pending();
+    }
+
+    /// Acknowledges the NIC's interrupt at the device and counts it; returns
+    /// the count (from 1). Interrupt context.
+    pub fn acknowledge_interrupt() -> u64 {
         let virt = NET_WINDOW.load(Ordering::Relaxed);
         if virt != 0 {
             MmioWindow { virt }.ack_interrupt();
         }
-        let count = NET_INTERRUPTS.fetch_add(1, Ordering::Relaxed) + 1;
-        let every = IGNORE_EVERY.load(Ordering::Relaxed);
-        if every != 0 && count.is_multiple_of(every) {
-            NET_INTERRUPTS_IGNORED.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
+        NET_INTERRUPTS.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Tells the main loop that the NIC has work.
+    pub fn mark_pending() {
         NET_PENDING.store(true, Ordering::Release);
     }
 
@@ -296,9 +291,6 @@ pub struct Driver<H: Hal, T: Transport, K: Kick, const N: usize> {
     /// Large buffers allocated (posted or free), at most `tx_large_max`.
     tx_large_allocated: usize,
     tx_large_max: usize,
-    /// Test switch (`fault=no-repost`): stop re-posting RX buffers, as the
-    /// predecessor did; the stack's ring audit must notice and reset the device.
-    skip_refill: bool,
     /// The TX ring was full at the last `can_transmit`.
     tx_full: bool,
     /// RX `avail.idx` when `tick` last kicked the RX queue (None: never).
@@ -315,6 +307,7 @@ fn buffer(len: usize) -> Box<[u8]> {
 impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
     /// Initialises the device over `transport` and posts every RX buffer.
     pub fn start(transport: T, kick: K) -> Result<Self, DriverError> {
+        const { assert!(N.is_power_of_two() && N <= u16::MAX as usize) };
         let (transport, offloads) = OffloadTransport::new(transport);
         let raw = VirtIONetRaw::<H, _, N>::new(transport).map_err(DriverError::Init)?;
         let mut header = [0u8; 16];
@@ -334,7 +327,6 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
             tx_large_free: Vec::new(),
             tx_large_allocated: 0,
             tx_large_max: TX_LARGE_MAX,
-            skip_refill: false,
             tx_full: false,
             rx_avail_at_tick_kick: None,
             ticks_since_rx_kick: 0,
@@ -412,9 +404,6 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
     /// publishing `avail.idx` without a full fence, so its own decision can be
     /// stale, and a missed kick after the ring ran dry would stall RX for good.
     pub fn refill(&mut self) -> usize {
-        if self.skip_refill {
-            return 0;
-        }
         let mut posted = 0;
         while let Some(mut buf) = self.rx_spare.pop() {
             // SAFETY: the buffer is heap memory (DMA-able) that we keep, unmoved and
@@ -711,11 +700,6 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
     pub fn kick_rx(&mut self) {
         fence(Ordering::SeqCst);
         self.kick.notify(QUEUE_RECEIVE);
-    }
-
-    /// Test switch: see `skip_refill`.
-    pub fn stop_reposting(&mut self) {
-        self.skip_refill = true;
     }
 
     /// The once-per-timer-tick pass, whatever the interrupts did: re-post, and

@@ -1,30 +1,74 @@
-//! The HTTP server's socket pool: a fixed set of smoltcp TCP sockets listening
-//! on port 80, each paired with one `http::Conn` for its whole life, and a few
-//! more on the admin port (see [`Server::add_admin`]); each socket's listener
-//! decides the [`Scope`] of routes it serves.
+//! The HTTP server's socket pools: fixed sets of smoltcp TCP sockets, one
+//! [`Pool`] per listening port, each socket paired with one `http::Conn` for
+//! its whole life. The application above is an [`App`]: per pass it hands
+//! each connection a handler for its pool's scope (what that listener
+//! serves), and hears the events only the network layer sees.
 //!
 //! The interface answers SYNs with SYN cookies, so a half-open connection
 //! holds no socket; the ACK completing a handshake takes a socket in `Listen`.
-//! When the pool runs short, the least valuable connection is closed to make
-//! room (see [`eviction`](super::eviction)). Sockets are put back into
-//! `Listen` as soon as their connection ends, including from TIME-WAIT
-//! (smoltcp resets a TIME-WAIT socket on `listen`), so connection churn
-//! cannot starve the pool for TIME-WAIT's 10 s.
+//! When a pool that [makes room](Pool::makes_room) runs short, its least
+//! valuable connection is closed (see [`eviction`](super::eviction)). Sockets
+//! are put back into `Listen` as soon as their connection ends, including from
+//! TIME-WAIT (smoltcp resets a TIME-WAIT socket on `listen`), so connection
+//! churn cannot starve a pool for TIME-WAIT's 10 s.
 
 use super::eviction::{self, Candidate, ReadProgress, Reason, Standing};
-use super::phy::HTTP_PORT;
 use super::sizing::SOCKET_RX_BUFFER;
-use crate::app::access_log::{AccessLog, LineBuffer};
-use crate::app::routes::{ProfileWriter, Scope, no_profile};
-use crate::app::{RequestLog, Routes, Site, Stats};
 use crate::http::conn::Activity;
-use crate::http::{Action, Conn, Handler, Limits, Stamp};
-use alloc::boxed::Box;
+use crate::http::{Action, Conn, ConnEvent, Exchange, Handler, Limits, Stamp};
 use alloc::vec::Vec;
+use core::ops::Range;
 use smoltcp::iface::SocketHandle;
 use smoltcp::iface::SocketSet;
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::Duration;
+
+/// The application's side of a connection: http's [`Handler`] plus what only
+/// the network layer sees.
+pub trait ConnHandler: Handler {
+    /// One event from `Conn::take_event`, with the connection's
+    /// `current_exchange` (the 408 a request timeout queued).
+    fn on_event(&mut self, event: ConnEvent, current: Option<&Exchange<'_>>);
+    /// The connection ended with this response still in flight
+    /// (`Conn::take_unfinished`).
+    fn on_unfinished(&mut self, exchange: &Exchange<'_>);
+}
+
+/// The application the server serves.
+pub trait App {
+    /// What a listener serves, chosen by whoever builds the pools.
+    type Scope: Copy;
+    type Handler<'a>: ConnHandler
+    where
+        Self: 'a;
+    /// The handler for one connection of a pool of `scope` in this pass;
+    /// `counters` are the server's as of now.
+    fn handler(&mut self, scope: Self::Scope, counters: &ServerCounters) -> Self::Handler<'_>;
+}
+
+/// One listening port's sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool<S> {
+    pub port: u16,
+    pub sockets: usize,
+    pub scope: S,
+    /// Close the least valuable connection when the pool runs short. The
+    /// site's pool does; the admin pool serves the operator, whose few
+    /// connections are never the hoarders.
+    pub makes_room: bool,
+}
+
+/// What the server counts (the composition copies them into the app's stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerCounters {
+    /// Connections accepted; also the id of the latest.
+    pub connections_accepted: u64,
+    pub connections_active: u64,
+    pub evictions_idle: u64,
+    pub evictions_head: u64,
+    pub evictions_lingering: u64,
+    pub evictions_stalled: u64,
+}
 
 /// smoltcp aborts a connection whose sent data stays unacknowledged this long.
 const SOCKET_TIMEOUT_S: u64 = 60;
@@ -53,130 +97,62 @@ struct Slot {
     active: bool,
     peer_closed: bool,
     closing: bool,
-    port: u16,
-    scope: Scope,
+    /// Index of its [`Pool`].
+    pool: usize,
     /// How fast the peer takes our bytes (for choosing whom to close).
     reading: ReadProgress,
 }
 
-pub struct Server {
+pub struct Server<S> {
     slots: Vec<Slot>,
-    site: Site,
-    /// Recent requests (`/api/requests.json`), allocated once.
-    requests: Box<RequestLog>,
-    /// Writes `/debug/profile`; see [`Server::set_profile`].
-    profile: ProfileWriter,
-    access_log: AccessLog,
-    /// Kept for the sockets [`Server::add_admin`] adds.
-    stamp: Stamp,
-    limits: Limits,
-    tx_buffer: usize,
-    /// `connections_refused` when last seen: each newcomer since found no
-    /// socket, and is owed one when it retries.
+    /// Each pool and the range of `slots` it holds.
+    pools: Vec<(Pool<S>, Range<usize>)>,
+    counters: ServerCounters,
+    /// `refused` when last seen: each newcomer since found no socket, and
+    /// is owed one when it retries.
     refused_seen: u64,
 }
 
-impl Server {
+impl<S: Copy> Server<S> {
+    /// Adds `pools`' sockets to `sockets`, each with `tx_buffer` bytes to send
+    /// and a `Conn` with `limits` stamping responses with `stamp`.
     pub fn new(
         sockets: &mut SocketSet<'static>,
-        count: usize,
+        pools: &[Pool<S>],
         tx_buffer: usize,
         limits: Limits,
-    ) -> Server {
-        let mut server = Server {
-            slots: Vec::new(),
-            site: Site::baked(),
-            requests: Box::new(RequestLog::new()),
-            profile: no_profile,
-            access_log: AccessLog::off(),
-            stamp: Stamp::default(),
-            limits,
-            tx_buffer,
+        stamp: Stamp,
+    ) -> Server<S> {
+        let mut slots = Vec::new();
+        let mut ranges = Vec::new();
+        for (index, pool) in pools.iter().enumerate() {
+            let start = slots.len();
+            for _ in 0..pool.sockets {
+                let rx = tcp::SocketBuffer::new(alloc::vec![0u8; SOCKET_RX_BUFFER]);
+                let tx = tcp::SocketBuffer::new(alloc::vec![0u8; tx_buffer]);
+                let mut socket = tcp::Socket::new(rx, tx);
+                socket.set_nagle_enabled(false);
+                socket.set_timeout(Some(Duration::from_secs(SOCKET_TIMEOUT_S)));
+                let mut conn = Conn::with_limits(limits);
+                conn.set_stamp(stamp);
+                slots.push(Slot {
+                    handle: sockets.add(socket),
+                    conn,
+                    active: false,
+                    peer_closed: false,
+                    closing: false,
+                    pool: index,
+                    reading: ReadProgress::default(),
+                });
+            }
+            ranges.push((*pool, start..slots.len()));
+        }
+        Server {
+            slots,
+            pools: ranges,
+            counters: ServerCounters::default(),
             refused_seen: 0,
-        };
-        server.add_slots(sockets, count, HTTP_PORT, Scope::Public);
-        log::info!(
-            "http: {count} sockets on port {HTTP_PORT}, {} KiB send buffer each",
-            tx_buffer >> 10
-        );
-        server
-    }
-
-    fn add_slots(
-        &mut self,
-        sockets: &mut SocketSet<'static>,
-        count: usize,
-        port: u16,
-        scope: Scope,
-    ) {
-        for _ in 0..count {
-            let rx = tcp::SocketBuffer::new(alloc::vec![0u8; SOCKET_RX_BUFFER]);
-            let tx = tcp::SocketBuffer::new(alloc::vec![0u8; self.tx_buffer]);
-            let mut socket = tcp::Socket::new(rx, tx);
-            socket.set_nagle_enabled(false);
-            socket.set_timeout(Some(Duration::from_secs(SOCKET_TIMEOUT_S)));
-            let mut conn = Conn::with_limits(self.limits);
-            conn.set_stamp(self.stamp);
-            self.slots.push(Slot {
-                handle: sockets.add(socket),
-                conn,
-                active: false,
-                peer_closed: false,
-                closing: false,
-                port,
-                scope,
-                reading: ReadProgress::default(),
-            });
         }
-    }
-
-    /// Serve `site` (a bundle, or one that answers 503) instead of the baked one.
-    pub fn set_site(&mut self, site: Site) {
-        self.site = site;
-    }
-
-    /// Serves the admin endpoints on `count` more sockets listening on `port`;
-    /// port 80 keeps `/health` and the site. `None`: everything on port 80.
-    pub fn add_admin(&mut self, sockets: &mut SocketSet<'static>, admin: Option<(u16, usize)>) {
-        match admin {
-            Some((port, count)) => {
-                self.add_slots(sockets, count, port, Scope::Admin);
-                log::info!(
-                    "http: admin endpoints on port {port} ({count} sockets); port {HTTP_PORT} serves the site and /health"
-                );
-            }
-            None => {
-                for slot in &mut self.slots {
-                    slot.scope = Scope::All;
-                }
-                log::warn!(
-                    "http: admin=public: metrics, stats, status and debug endpoints on port {HTTP_PORT}, for local development only"
-                );
-            }
-        }
-    }
-
-    /// Stamps every response with this clock and boot tag.
-    pub fn set_stamp(&mut self, stamp: Stamp) {
-        self.stamp = stamp;
-        for slot in &mut self.slots {
-            slot.conn.set_stamp(stamp);
-        }
-    }
-
-    /// Writes every finished response to `log`.
-    pub fn set_access_log(&mut self, log: AccessLog) {
-        self.access_log = log;
-    }
-
-    /// The access-log lines waiting for their device.
-    pub fn access_log_buffer(&mut self) -> &mut LineBuffer {
-        self.access_log.buffer()
-    }
-
-    /// Serve the kernel's sampling profiler at `/debug/profile`.
-    pub fn set_profile(&mut self, profile: ProfileWriter) {
-        self.profile = profile;
     }
 
     /// No connection is open: nothing to serve and no deadline to watch.
@@ -184,7 +160,9 @@ impl Server {
         !self.slots.iter().any(|s| s.active)
     }
 
-    /// Earliest connection deadline (header, idle, send, close timeouts).
+    /// Earliest connection deadline (header, idle, send, close timeouts): a
+    /// caller with a clock of its own (the simulator) may sleep until then;
+    /// the guest's tick checks them every 10 ms anyway.
     pub fn next_deadline(&self) -> Option<u64> {
         self.slots
             .iter()
@@ -193,41 +171,43 @@ impl Server {
             .min()
     }
 
+    pub fn counters(&self) -> &ServerCounters {
+        &self.counters
+    }
+
     /// Runs every connection: accept, read requests, write responses, apply
-    /// deadlines, recycle finished sockets; counts into `stats`. Returns whether
-    /// a connection still has work it could do now (unread pipelined requests,
-    /// or output and send space), so the caller must not sleep.
-    pub fn service(
+    /// deadlines, recycle finished sockets, make room in the pools that do.
+    /// `refused` is how many newcomers so far found no socket (they retry).
+    /// Returns whether a connection still has work it could do now (unread
+    /// pipelined requests, or output and send space), so the caller must
+    /// not sleep.
+    pub fn service<A: App<Scope = S>>(
         &mut self,
         sockets: &mut SocketSet<'static>,
         now: u64,
-        stats: &mut Stats,
-        health: Result<(), &str>,
+        app: &mut A,
+        refused: u64,
     ) -> bool {
         let mut busy = false;
         for slot in &mut self.slots {
-            let mut routes = Routes {
-                site: self.site,
-                stats: &mut *stats,
-                requests: &mut self.requests,
-                health,
-                profile: self.profile,
-                access_log: &mut self.access_log,
-                scope: slot.scope,
+            let Some((pool, _)) = self.pools.get(slot.pool) else {
+                continue;
             };
+            let (port, scope) = (pool.port, pool.scope);
             let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
             match socket.state() {
                 State::Closed | State::TimeWait => {
                     if slot.active {
                         slot.active = false;
-                        let active = &mut routes.stats.connections_active;
+                        let active = &mut self.counters.connections_active;
                         *active = active.saturating_sub(1);
                         if let Some(unfinished) = slot.conn.take_unfinished(now) {
-                            routes.on_unfinished(&unfinished);
+                            app.handler(scope, &self.counters)
+                                .on_unfinished(&unfinished);
                         }
                     }
                     // From Closed this cannot fail; from TimeWait it resets the socket.
-                    let _ = socket.listen(slot.port);
+                    let _ = socket.listen(port);
                     continue;
                 }
                 State::Listen | State::SynReceived => continue,
@@ -238,25 +218,26 @@ impl Server {
                 slot.peer_closed = false;
                 slot.closing = false;
                 slot.reading = ReadProgress::open(now);
-                routes.stats.connections_accepted += 1;
-                routes.stats.connections_active += 1;
+                let c = &mut self.counters;
+                c.connections_accepted = c.connections_accepted.saturating_add(1);
+                c.connections_active = c.connections_active.saturating_add(1);
                 // Connection ids count from 1, as `connections_accepted` does.
-                slot.conn
-                    .open_with_id(now, routes.stats.connections_accepted);
+                slot.conn.open_with_id(now, c.connections_accepted);
                 slot.conn
                     .set_peer(socket.remote_endpoint().map(|e| e.addr.into()));
             }
+            let mut handler = app.handler(scope, &self.counters);
             for _ in 0..ROUNDS_PER_PASS {
                 let mut progress = 0;
                 if socket.can_recv() {
                     progress += socket
                         .recv(|input| {
-                            let taken = slot.conn.receive(input, now, &mut routes);
+                            let taken = slot.conn.receive(input, now, &mut handler);
                             (taken, taken)
                         })
                         .unwrap_or(0);
                 }
-                let sent = send(socket, &mut slot.conn, now, &mut routes);
+                let sent = send(socket, &mut slot.conn, now, &mut handler);
                 slot.reading.wrote(sent);
                 progress += sent;
                 if progress == 0 {
@@ -271,7 +252,7 @@ impl Server {
                 Action::Keep => {}
                 Action::Close => {
                     // A 408 queued by the header deadline goes out before the FIN.
-                    let sent = send(socket, &mut slot.conn, now, &mut routes);
+                    let sent = send(socket, &mut slot.conn, now, &mut handler);
                     slot.reading.wrote(sent);
                     if !slot.closing {
                         slot.closing = true;
@@ -281,39 +262,39 @@ impl Server {
                 Action::Abort => socket.abort(),
             }
             while let Some(event) = slot.conn.take_event() {
-                routes.on_event(event, slot.conn.current_exchange(now).as_ref());
+                handler.on_event(event, slot.conn.current_exchange(now).as_ref());
             }
             slot.reading.update(socket.send_queue(), now);
             let output_ready = slot.conn.has_pending_output() && socket.can_send();
             let input_ready = socket.can_recv() && !slot.conn.has_pending_output() && !slot.closing;
             busy |= output_ready || input_ready;
         }
-        let refused = stats.connections_refused;
         let owed = refused.saturating_sub(self.refused_seen);
         let owed = usize::try_from(owed)
             .unwrap_or(usize::MAX)
             .min(MAX_OWED_PER_PASS);
         self.refused_seen = refused;
-        // Only the site's pool makes room: the admin sockets (added after it)
-        // serve the operator, whose few connections are never the hoarders.
-        let public = self
-            .slots
-            .iter()
-            .take_while(|s| s.port == HTTP_PORT)
-            .count();
-        make_room(&mut self.slots[..public], sockets, stats, owed, now);
+        for (pool, range) in &self.pools {
+            if !pool.makes_room {
+                continue;
+            }
+            if let Some(slots) = self.slots.get_mut(range.clone()) {
+                make_room(slots, sockets, &mut self.counters, owed, now);
+            }
+        }
         busy
     }
 }
 
 /// Closes the least valuable connections (see [`eviction`]) until
 /// [`spare_listeners`] sockets are free, or `owed` if more newcomers found
-/// none since the last pass (they retry); counts each by reason. The socket is aborted (the peer gets a
-/// RST on the next egress) and listens again on the next pass.
+/// none since the last pass (they retry); counts each by reason. The socket
+/// is aborted (the peer gets a RST on the next egress) and listens again on
+/// the next pass.
 fn make_room(
     slots: &mut [Slot],
     sockets: &mut SocketSet<'static>,
-    stats: &mut Stats,
+    counters: &mut ServerCounters,
     owed: usize,
     now: u64,
 ) {
@@ -335,10 +316,10 @@ fn make_room(
         };
         sockets.get_mut::<tcp::Socket>(slot.handle).abort();
         let counter = match reason {
-            Reason::Idle => &mut stats.evictions_idle,
-            Reason::SlowHead => &mut stats.evictions_head,
-            Reason::Lingering => &mut stats.evictions_lingering,
-            Reason::StalledReader => &mut stats.evictions_stalled,
+            Reason::Idle => &mut counters.evictions_idle,
+            Reason::SlowHead => &mut counters.evictions_head,
+            Reason::Lingering => &mut counters.evictions_lingering,
+            Reason::StalledReader => &mut counters.evictions_stalled,
         };
         *counter = counter.saturating_add(1);
     }

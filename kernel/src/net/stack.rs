@@ -35,15 +35,82 @@ struct Totals {
 
 impl Totals {
     fn add(&mut self, d: &DriverStats) {
-        self.frames_in += d.frames_in;
-        self.frames_out += d.frames_out;
-        self.bytes_in += d.bytes_in;
-        self.bytes_out += d.bytes_out;
-        self.tx_full_events += d.tx_full_events;
-        self.errors += d.rx_errors + d.tx_errors;
-        self.rx_wraps += d.rx.used_wraps;
-        self.tx_wraps += d.tx.used_wraps;
+        let add = |total: &mut u64, n: u64| *total = total.saturating_add(n);
+        add(&mut self.frames_in, d.frames_in);
+        add(&mut self.frames_out, d.frames_out);
+        add(&mut self.bytes_in, d.bytes_in);
+        add(&mut self.bytes_out, d.bytes_out);
+        add(&mut self.tx_full_events, d.tx_full_events);
+        add(&mut self.errors, d.rx_errors.saturating_add(d.tx_errors));
+        add(&mut self.rx_wraps, d.rx.used_wraps);
+        add(&mut self.tx_wraps, d.tx.used_wraps);
     }
+}
+
+/// The network path's health: what `/health` reports, what the log says and
+/// why the NIC is reset. Every variant but [`Health::NoAddress`] is a NIC
+/// problem; [`Stack::health`] reports those it sees at once, the tick's ring
+/// audit acts on them (see [`Stack::tick_housekeeping`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    NoAddress,
+    /// No driver: the NIC is being reset (an earlier attempt failed).
+    Resetting,
+    /// The device returned a buffer it was never given.
+    UnknownBuffer,
+    NeedsReset,
+    AuditFailed,
+    RxUnposted,
+    TxWedged,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::NoAddress => "no IPv4 address yet",
+            Health::Resetting => "the NIC is being reset",
+            Health::UnknownBuffer => "the NIC returned a buffer it was never given",
+            Health::NeedsReset => "the NIC set NEEDS_RESET",
+            Health::AuditFailed => "the NIC's ring audit failed",
+            Health::RxUnposted => "RX buffers not all posted to the NIC",
+            Health::TxWedged => "no TX completion with frames in flight",
+        }
+    }
+}
+
+impl core::fmt::Display for Health {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the stack counts (the composition copies them into the app's stats):
+/// the driver's counters, including those of drivers replaced by resets,
+/// its ring indices now, and the interface's SYN cookies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StackCounters {
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub tx_full_events: u64,
+    /// Used entries the driver could not accept, both queues.
+    pub rx_dropped: u64,
+    pub rx_checksum_errors: u64,
+    pub rx_wraps: u64,
+    pub tx_wraps: u64,
+    pub rx_avail_idx: u64,
+    pub rx_used_idx: u64,
+    pub tx_avail_idx: u64,
+    pub tx_used_idx: u64,
+    pub device_resets: u64,
+    pub tx_large_buffer_bytes: u64,
+    pub syn_cookies_sent: u64,
+    pub syn_cookies_valid: u64,
+    pub syn_cookies_invalid: u64,
+    /// A completed handshake that found every socket busy is dropped, so
+    /// the client retries: that is what a refusal is.
+    pub connections_refused: u64,
 }
 
 pub struct Stack<D: Nic> {
@@ -265,28 +332,28 @@ impl<D: Nic> Stack<D> {
     /// Why the device needs a reset, if it does: an error the driver cannot get
     /// past, a broken buffer invariant, RX buffers that stay unposted, the
     /// device asking for it, or TX making no progress with frames in flight.
-    fn device_problem(&mut self, now_ms: u64) -> Option<&'static str> {
+    fn device_problem(&mut self, now_ms: u64) -> Option<Health> {
         let needs_reset = self.nic.needs_reset();
         let fault = self.phy.fault.is_some();
         let Some(driver) = self.phy.driver_mut() else {
-            return Some("no driver (an earlier reset failed)");
+            return Some(Health::Resetting);
         };
         if fault {
-            return Some("the device returned a buffer it was never given");
+            return Some(Health::UnknownBuffer);
         }
         if needs_reset {
-            return Some("the device set NEEDS_RESET");
+            return Some(Health::NeedsReset);
         }
         if let Err(e) = driver.audit() {
             log::warn!("net: ring audit: {} ({:?})", e.what, e.buffers);
-            return Some("ring audit failed");
+            return Some(Health::AuditFailed);
         }
         let stats = driver.stats();
         let queue_size = driver.queue_size();
         let posted = usize::from(stats.rx.in_flight());
         let tx = stats.tx;
         if posted < queue_size {
-            self.ticks_short_of_buffers += 1;
+            self.ticks_short_of_buffers = self.ticks_short_of_buffers.saturating_add(1);
             if self.ticks_short_of_buffers == 1 {
                 log::warn!(
                     "net: ring audit: {posted} of {queue_size} RX buffers posted after refill"
@@ -296,12 +363,12 @@ impl<D: Nic> Stack<D> {
             self.ticks_short_of_buffers = 0;
         }
         if self.ticks_short_of_buffers >= UNPOSTED_TICKS_LIMIT {
-            return Some("RX buffers not re-posted");
+            return Some(Health::RxUnposted);
         }
         if tx.in_flight() == 0 || tx.used != self.tx_watch.0 {
             self.tx_watch = (tx.used, now_ms);
         } else if now_ms.saturating_sub(self.tx_watch.1) >= TX_WEDGE_MS {
-            return Some("no TX completion with frames in flight");
+            return Some(Health::TxWedged);
         }
         None
     }
@@ -310,8 +377,8 @@ impl<D: Nic> Stack<D> {
     /// rebooting: the old driver is dropped first (which resets the device and
     /// frees its rings and buffers), then the transport is opened again. TCP
     /// connections survive; frames in flight are lost and retransmitted.
-    fn reset_device(&mut self, reason: &'static str, now_ms: u64) {
-        self.device_resets += 1;
+    fn reset_device(&mut self, reason: Health, now_ms: u64) {
+        self.device_resets = self.device_resets.saturating_add(1);
         log::warn!("net: resetting the NIC (#{}): {reason}", self.device_resets);
         let old = self.phy.driver.get_mut().take();
         if let Some(old) = &old {
@@ -335,55 +402,60 @@ impl<D: Nic> Stack<D> {
         }
     }
 
-    /// Whether the network path can serve: an address, and every RX buffer posted
-    /// (a driver that stopped re-posting would go deaf after a queue's worth of frames).
-    pub fn health(&mut self) -> Result<(), &'static str> {
+    /// Whether the network path can serve: an address, a driver that has
+    /// not failed, and every RX buffer posted (a driver that stopped
+    /// re-posting would go deaf after a queue's worth of frames).
+    pub fn health(&mut self) -> Result<(), Health> {
         if !self.configured {
-            return Err("no IPv4 address yet");
+            return Err(Health::NoAddress);
         }
         if self.phy.fault.is_some() {
-            return Err("the NIC returned an unknown buffer");
+            return Err(Health::UnknownBuffer);
         }
         let Some(driver) = self.phy.driver_mut() else {
-            return Err("the NIC is being reset");
+            return Err(Health::Resetting);
         };
         if usize::from(driver.stats().rx.in_flight()) < driver.queue_size() {
-            return Err("RX buffers not all posted to the device");
+            return Err(Health::RxUnposted);
         }
         Ok(())
     }
 
-    /// Copies the driver's counters (plus those of drivers replaced by resets)
-    /// into the stats served at /api/stats.json.
-    pub fn fill_stats(&mut self, stats: &mut crate::app::Stats) {
+    /// The counters as of now (see [`StackCounters`]).
+    pub fn counters(&mut self) -> StackCounters {
         let mut total = self.carried;
         let current = self.phy.driver_mut().map(|d| d.stats()).unwrap_or_default();
         total.add(&current);
-        stats.frames_in = total.frames_in;
-        stats.frames_out = total.frames_out;
-        stats.bytes_in = total.bytes_in;
-        stats.bytes_out = total.bytes_out;
-        stats.tx_full_events = total.tx_full_events;
-        stats.rx_dropped = total.errors;
-        stats.rx_checksum_errors = self.phy.checksum_errors;
-        stats.rx_wraps = total.rx_wraps;
-        stats.tx_wraps = total.tx_wraps;
-        stats.rx_avail_idx = u64::from(current.rx.avail);
-        stats.rx_used_idx = u64::from(current.rx.used);
-        stats.tx_avail_idx = u64::from(current.tx.avail);
-        stats.tx_used_idx = u64::from(current.tx.used);
-        stats.device_resets = self.device_resets;
-        stats.tx_large_buffer_bytes = self
-            .phy
-            .driver_mut()
-            .map_or(0, |d| d.large_buffer_bytes() as u64);
         let cookies = self.iface.syn_cookie_stats();
-        stats.syn_cookies_sent = cookies.sent;
-        stats.syn_cookies_valid = cookies.valid;
-        stats.syn_cookies_invalid = cookies.invalid;
-        // A completed handshake that found every socket busy is dropped, so
-        // the client retries: that is what a refusal is now.
-        stats.connections_refused = cookies.no_socket;
+        StackCounters {
+            frames_in: total.frames_in,
+            frames_out: total.frames_out,
+            bytes_in: total.bytes_in,
+            bytes_out: total.bytes_out,
+            tx_full_events: total.tx_full_events,
+            rx_dropped: total.errors,
+            rx_checksum_errors: self.phy.checksum_errors,
+            rx_wraps: total.rx_wraps,
+            tx_wraps: total.tx_wraps,
+            rx_avail_idx: u64::from(current.rx.avail),
+            rx_used_idx: u64::from(current.rx.used),
+            tx_avail_idx: u64::from(current.tx.avail),
+            tx_used_idx: u64::from(current.tx.used),
+            device_resets: self.device_resets,
+            tx_large_buffer_bytes: self
+                .phy
+                .driver_mut()
+                .map_or(0, |d| d.large_buffer_bytes() as u64),
+            syn_cookies_sent: cookies.sent,
+            syn_cookies_valid: cookies.valid,
+            syn_cookies_invalid: cookies.invalid,
+            connections_refused: cookies.no_socket,
+        }
+    }
+
+    /// Newcomers that completed a handshake and found every socket busy.
+    pub fn refused(&self) -> u64 {
+        self.iface.syn_cookie_stats().no_socket
     }
 
     /// Whether a pass could do anything now: the device has frames or

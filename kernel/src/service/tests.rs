@@ -3,7 +3,9 @@
 use super::*;
 use crate::dev::fake_device::DeviceConfig;
 use crate::dev::fake_nic::FakeNic;
+use crate::dev::faults::NoRepostNic;
 use crate::dev::port::Nic;
+use crate::net::Health;
 use std::vec::Vec;
 use virtio_drivers::transport::DeviceStatus;
 
@@ -13,10 +15,13 @@ const PEER_IP: [u8; 4] = [10, 0, 2, 2];
 const PEER_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
 
 fn service() -> Service<FakeNic<N>, KeepLines> {
+    service_over(FakeNic::<N>::new(DeviceConfig::modern()))
+}
+
+fn service_over<D: Nic>(mut nic: D) -> Service<D, KeepLines> {
     let config = Config::parse("ip=10.0.2.15/24\nqueue_size=16", &mut |w| {
         panic!("config warning: {w}")
     });
-    let mut nic = FakeNic::<N>::new(DeviceConfig::modern());
     let port = nic.open(None).expect("the fake device opens");
     let stack = Stack::new(nic, port, &config, 0, 1, 2);
     let parts = AppParts {
@@ -131,4 +136,39 @@ fn the_tick_resets_a_device_that_asks_for_it_and_serving_goes_on() {
     let dev = &nic(&mut s).dev;
     dev.complete_tx(N);
     assert_eq!(dev.take_sent().len(), 1, "the new driver answers");
+}
+
+#[test]
+fn a_port_that_stops_reposting_is_reset_by_the_audit() {
+    let mut s = service_over(NoRepostNic::new(FakeNic::<N>::new(DeviceConfig::modern())));
+    let dev =
+        |s: &mut Service<NoRepostNic<FakeNic<N>>, KeepLines>| s.stack().nic().inner().dev.clone();
+    let request = arp_request(GUEST_IP);
+    let frames: Vec<&[u8]> = (0..N).map(|_| &request[..]).collect();
+    assert_eq!(dev(&mut s).send_to_guest(frames), N);
+    s.pass(1, 0, true, readings);
+    assert_eq!(s.stack().health(), Err(Health::RxUnposted));
+    // Three ticks short of buffers, then the reset.
+    for tick in 1..=3 {
+        s.pass(1 + tick, tick, false, readings);
+    }
+    assert_eq!(s.stack().nic().inner().opened, 2, "the audit reset the NIC");
+    s.pass(10, 3, true, readings);
+    assert_eq!(s.stats().device_resets, 1);
+    assert_eq!(s.stack().health(), Ok(()));
+    // The port opened by the reset re-posts.
+    let dev = dev(&mut s);
+    dev.send_to_guest(frames_of(&request, N));
+    s.pass(11, 3, true, readings);
+    s.pass(12, 4, true, readings);
+    assert_eq!(s.stack().health(), Ok(()));
+    assert_eq!(nic_resets(&mut s), 1);
+}
+
+fn frames_of(frame: &[u8], n: usize) -> Vec<&[u8]> {
+    (0..n).map(|_| frame).collect()
+}
+
+fn nic_resets(s: &mut Service<NoRepostNic<FakeNic<N>>, KeepLines>) -> u32 {
+    s.stack().nic().inner().opened - 1
 }

@@ -4,17 +4,16 @@
 //!
 //! - [`format`]: the combined and JSON line formats and their escaping.
 //! - [`client`]: the client address and the `trusted_proxies` rule.
-//! - [`buffer`]: the bounded line buffer.
+//! - [`LineBuffer`] (in `dev`, whose console driver drains it): the bounded line buffer.
 //!
 //! A response is logged when its last byte went into the socket, or, if its
 //! connection ended first, when that was noticed (`"completed":false` in JSON,
 //! the bytes sent so far in both), so every request answered is logged once.
 
-pub mod buffer;
 pub mod client;
 pub mod format;
 
-pub use buffer::LineBuffer;
+pub use crate::dev::line_buffer::LineBuffer;
 pub use client::TrustedProxies;
 
 use crate::http::{Exchange, Stamp};

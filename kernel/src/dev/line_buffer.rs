@@ -1,6 +1,8 @@
-//! The bounded buffer between the formatter and the device that carries the
-//! log to the host: whole lines go in or are refused (counted as dropped by the
-//! caller); bytes come out in order, as far as the device takes them.
+//! The bounded buffer between the access log's formatter (in `app`) and the
+//! device that carries the log to the host: whole lines go in or are refused
+//! (counted as dropped by the caller); bytes come out in order, as far as the
+//! device takes them. It lives here, below both, so the console driver can
+//! drain it without `dev` importing `app`.
 
 use alloc::vec;
 use alloc::vec::Vec;
