@@ -128,6 +128,17 @@ enum DeviceFault {
     TxWithheld,
     /// Neither ring is serviced.
     Wedged,
+    /// RX buffers completed in pairs, the second first.
+    OutOfOrder,
+}
+
+/// A device fault that happens at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeviceEvent {
+    /// The device sets NEEDS_RESET.
+    NeedsReset,
+    /// A used entry naming a buffer the driver never posted.
+    HostileUsedEntry,
 }
 
 struct Device {
@@ -135,6 +146,9 @@ struct Device {
     irq_at: Vec<u64>,
     irq: IrqWeather,
     fault: Option<(DeviceFault, u64)>,
+    event: Option<(DeviceEvent, u64)>,
+    /// Faults injected so far that may make the guest reset the device.
+    resets_allowed: u64,
 }
 
 impl Device {
@@ -172,10 +186,11 @@ impl Device {
         inbound.clear();
         wire.to_guest.due(now, inbound);
         if self.servicing(now, DeviceFault::Wedged) {
-            let delivered = if inbound.is_empty() {
+            self.nic.state_mut().backlog.extend(inbound.drain(..));
+            let delivered = if self.servicing(now, DeviceFault::OutOfOrder) {
                 self.nic.flush_rx()
             } else {
-                self.nic.send_to_guest(inbound.iter().map(Vec::as_slice))
+                self.nic.flush_rx_out_of_order()
             };
             raised |= delivered > 0;
         } else if !inbound.is_empty() {
@@ -221,7 +236,17 @@ pub fn run<T: Target>(
     make: impl FnOnce(FakeNet, u64) -> T,
 ) -> Result<Report, Failure> {
     let mut sim = Sim::new(opts, make);
-    let result = sim.run_loop();
+    // A panic in the code under test (an overflow, an index out of range) is
+    // a failure like any other: reported with the seed and the virtual time.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.run_loop()))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| String::from(*s)))
+                .unwrap_or_default();
+            Err(format!("panic: {what}"))
+        });
     match result {
         Ok(()) => Ok(sim.report()),
         Err(what) => Err(Failure {
@@ -277,6 +302,8 @@ impl<T: Target> Sim<T> {
                 irq_at: Vec::new(),
                 irq: IrqWeather::default(),
                 fault: None,
+                event: None,
+                resets_allowed: 0,
             },
             wire: Wire::new(),
             clients,
@@ -451,6 +478,26 @@ impl<T: Target> Sim<T> {
                 self.device.fault = None;
             }
         }
+        if let Some((e, at)) = self.device.event {
+            if now >= at && now >= self.paused_until {
+                self.device.event = None;
+                let dev = &self.device.nic;
+                match e {
+                    DeviceEvent::NeedsReset => dev
+                        .state_mut()
+                        .status
+                        .insert(virtio_drivers::transport::DeviceStatus::DEVICE_NEEDS_RESET),
+                    DeviceEvent::HostileUsedEntry => {
+                        if dev.state().queues[0].addrs.is_some() {
+                            let id = 1000 + self.rng.below(1000) as u32;
+                            dev.push_used_raw(0, id, 60);
+                        }
+                    }
+                }
+                self.disturbed_until(now + 1000);
+                self.event(format!("device {e:?}"));
+            }
+        }
         Ok(())
     }
 
@@ -501,9 +548,21 @@ impl<T: Target> Sim<T> {
                 "by class the server counted fewer responses than the clients received: {stats:?} vs {c:?}"
             ));
         }
-        if stats.connections_accepted > c.sessions_opened {
+        if stats.device_resets > self.device.resets_allowed {
             return Err(format!(
-                "{} connections accepted, {} opened by clients",
+                "{} device resets with {} allowed by the device faults injected",
+                stats.device_resets, self.device.resets_allowed
+            ));
+        }
+        // A connection the server closed to make room can come back: the
+        // client's next segment carries a valid SYN cookie.
+        let evicted = stats.evictions_idle
+            + stats.evictions_head
+            + stats.evictions_lingering
+            + stats.evictions_stalled;
+        if stats.connections_accepted > c.sessions_opened + evicted {
+            return Err(format!(
+                "{} connections accepted, {} opened by clients ({evicted} evicted)",
                 stats.connections_accepted, c.sessions_opened
             ));
         }
@@ -531,9 +590,6 @@ impl<T: Target> Sim<T> {
         self.traffic.busy_until = u64::MAX;
         self.traffic.next_busy = self.now + LISTEN_BOUND_MS + self.rng.between(0, 2 * gap_mean);
         self.traffic.periods += 1;
-        if self.traffic.concurrency > 60 {
-            self.disturbed_until(self.now + 600_000);
-        }
         let weather = if self.opts.faults && self.rng.chance(3) {
             let w = Weather::storm(&mut self.rng);
             self.disturbed_until(u64::MAX / 4);
@@ -546,6 +602,11 @@ impl<T: Target> Sim<T> {
             self.calm_since = self.now + GRACE_MS;
         }
         self.wire.set_weather(weather);
+        if self.traffic.concurrency > 60 {
+            // A handshake's last ACK that finds no socket is dropped; a
+            // silent client then holds a connection the server never had.
+            self.disturbed_until(self.now + 600_000);
+        }
         self.device.irq = IrqWeather::default();
         if self.opts.faults && self.rng.chance(4) {
             self.device.irq = IrqWeather {
@@ -587,16 +648,28 @@ impl<T: Target> Sim<T> {
             self.disturbed_until(self.paused_until);
             self.event(format!("VM paused until {}", human(self.paused_until)));
         }
-        if self.rng.chance(10) {
-            let f = if self.rng.chance(2) {
-                DeviceFault::TxWithheld
-            } else {
-                DeviceFault::Wedged
+        if self.rng.chance(8) {
+            let f = match self.rng.below(3) {
+                0 => DeviceFault::TxWithheld,
+                1 => DeviceFault::Wedged,
+                _ => DeviceFault::OutOfOrder,
             };
             let until = now + self.rng.between(10, 8_000);
             self.device.fault = Some((f, until));
+            self.device.resets_allowed += 2;
             self.disturbed_until(until);
             self.event(format!("device {f:?} until {}", human(until)));
+        }
+        if self.rng.chance(10) {
+            let e = if self.rng.chance(2) {
+                DeviceEvent::NeedsReset
+            } else {
+                DeviceEvent::HostileUsedEntry
+            };
+            let at = now + self.rng.between(0, 30_000);
+            self.device.event = Some((e, at));
+            self.device.resets_allowed += 2;
+            self.disturbed_until(at);
         }
     }
 
