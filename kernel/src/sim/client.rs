@@ -446,8 +446,11 @@ fn drive(
     // Slowloris and silent sessions wait for the server's deadline: it must
     // come within its bound.
     let deadline_bound = crate::http::limits::IDLE_TIMEOUT_MS.max(crate::http::limits::HEADER_TIMEOUT_MS) + STALL_MS;
+    // Only a session opened in calm weather: a handshake whose last ACK was
+    // lost leaves a silent client with a connection the server never had.
     if matches!(s.manner, Manner::Silent | Manner::Slowloris { .. })
-        && now.saturating_sub(s.opened_at.max(calm_since)) > deadline_bound
+        && s.opened_at >= calm_since
+        && now.saturating_sub(s.opened_at) > deadline_bound
     {
         return Err(format!(
             "the server kept a {:?} session open since {} ms, past its deadlines",

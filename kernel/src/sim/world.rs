@@ -373,7 +373,12 @@ impl<T: Target> Sim<T> {
                     let ticks = self.guest_ticks(now);
                     self.may_sleep = alloc::measured(|| self.guest.pass(now, ticks, irq));
                     self.passes += 1;
-                    self.guest_next = self.guest_deadline();
+                    // A guest that cannot sleep passes again in the next step anyway.
+                    self.guest_next = if self.may_sleep {
+                        self.guest_deadline()
+                    } else {
+                        None
+                    };
                     self.check_after_pass()?;
                     self.device
                         .work(self.now, &mut self.wire, &mut self.rng, &mut self.inbound);
@@ -432,7 +437,10 @@ impl<T: Target> Sim<T> {
         consider(self.wire.next_arrival());
         consider(self.clients.next_wakeup(now));
         consider(Some(self.traffic.next_busy));
-        if self.traffic.busy_until > now {
+        if self.traffic.busy_until > now
+            && self.traffic.quota > 0
+            && self.clients.active() < self.traffic.concurrency
+        {
             consider(Some(now + 1));
         }
         if let Some((_, until)) = self.device.fault {
@@ -560,7 +568,10 @@ impl<T: Target> Sim<T> {
             + stats.evictions_head
             + stats.evictions_lingering
             + stats.evictions_stalled;
-        if stats.connections_accepted > c.sessions_opened + evicted {
+        // So can one whose handshake's last ACK the wire duplicated, after
+        // it ended (a cookie stays valid for a while).
+        let duplicated = self.wire.to_guest.stats.duplicated;
+        if stats.connections_accepted > c.sessions_opened + evicted + duplicated {
             return Err(format!(
                 "{} connections accepted, {} opened by clients ({evicted} evicted)",
                 stats.connections_accepted, c.sessions_opened
