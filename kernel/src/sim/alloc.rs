@@ -38,6 +38,15 @@ pub fn measured<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Runs `f` outside the measurement (the simulator's own bookkeeping
+/// inside a guest call, such as keeping its log lines).
+pub fn unmeasured<R>(f: impl FnOnce() -> R) -> R {
+    let outer = MEASURING.with(|m| m.replace(false));
+    let r = f();
+    MEASURING.with(|m| m.set(outer));
+    r
+}
+
 /// Net bytes allocated inside [`measured`] on this thread.
 pub fn measured_in_use() -> isize {
     MEASURED.try_with(Cell::get).unwrap_or(0)

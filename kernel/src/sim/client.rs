@@ -264,11 +264,6 @@ impl Clients {
     pub fn is_idle(&self) -> bool {
         self.sessions.is_empty() && self.port.tx.is_empty()
     }
-
-    /// Drops every session at once (as after a reboot of the host side).
-    pub fn sessions(&self) -> usize {
-        self.sessions.len()
-    }
 }
 
 fn count_status(counts: &mut Counts, status: u16) {
@@ -415,11 +410,7 @@ fn drive(
     if s.established && !ended && !socket.may_recv() && !s.finished {
         // The server closed: anything unanswered was closed deliberately
         // (an error, a deadline, an eviction), which the session counts.
-        let unanswered = s.waiting.len() as u64 + s.specs.len() as u64;
-        let silent_ok = matches!(s.manner, Manner::Silent);
-        if unanswered > 0 || silent_ok {
-            counts.closed_unanswered += unanswered;
-        }
+        counts.closed_unanswered += s.waiting.len() as u64 + s.specs.len() as u64;
         socket.close();
         s.finished = true;
         s.waiting.clear();
@@ -445,7 +436,8 @@ fn drive(
     }
     // Slowloris and silent sessions wait for the server's deadline: it must
     // come within its bound.
-    let deadline_bound = crate::http::limits::IDLE_TIMEOUT_MS.max(crate::http::limits::HEADER_TIMEOUT_MS) + STALL_MS;
+    let deadline_bound =
+        crate::http::limits::IDLE_TIMEOUT_MS.max(crate::http::limits::HEADER_TIMEOUT_MS) + STALL_MS;
     // Only a session opened in calm weather: a handshake whose last ACK was
     // lost leaves a silent client with a connection the server never had.
     if matches!(s.manner, Manner::Silent | Manner::Slowloris { .. })

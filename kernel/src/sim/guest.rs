@@ -23,8 +23,7 @@ pub trait Opener {
 }
 
 /// The real driver, as the guest runs it.
-pub type RealDriver<const N: usize> =
-    Driver<FakeHal, MaskedTransport<FakeTransport>, FakeKick, N>;
+pub type RealDriver<const N: usize> = Driver<FakeHal, MaskedTransport<FakeTransport>, FakeKick, N>;
 
 pub struct Real<const N: usize>;
 
@@ -67,9 +66,6 @@ impl<O: Opener> Nic for SimNic<O> {
             .contains(DeviceStatus::DEVICE_NEEDS_RESET)
     }
 }
-
-/// Sockets in the public pool (the guest's default).
-pub const HTTP_SOCKETS: usize = crate::config::DEFAULT_HTTP_SOCKETS;
 
 pub struct Guest<O: Opener> {
     service: Service<SimNic<O>, KeepLines>,

@@ -1,14 +1,43 @@
 //! A deterministic simulation of the whole guest (host tests only).
 //!
-//! The real virtio-net driver over the fake device, the real smoltcp stack,
-//! HTTP server and site run against a population of clients on a second
-//! smoltcp interface, across a simulated wire, under a virtual clock; every
-//! choice (traffic, network weather, device faults, interrupt delivery) comes
-//! from one seed, so a failure replays exactly from `scripts/sim --seed S
-//! --days D`.
+//! The production [`Service`](crate::service::Service) (driver, smoltcp
+//! stack, HTTP server, site) runs over the real virtio-net driver on the
+//! fake device, against a population of clients on a second smoltcp
+//! interface across a simulated wire, under a virtual clock. Every choice
+//! (traffic, weather on the wire, interrupt delivery, device faults, VM
+//! pauses) comes from one seed, so a failure replays exactly:
+//! `scripts/sim --seed S --days D`.
+//!
+//! - [`world`]: the loop, the device side of the NIC (interrupts delivered,
+//!   delayed, lost or duplicated; TX completions withheld, a wedged ring,
+//!   out-of-order completions, NEEDS_RESET, hostile used entries), busy
+//!   periods and idle gaps (idle time jumps to the next deadline), and the
+//!   invariants.
+//! - [`wire`]: loss, duplication, reordering, corruption, latency and
+//!   jitter, bandwidth caps, the link down for seconds to minutes.
+//! - [`client`]: keep-alive, pipelined, `Connection: close`, HTTP/1.0,
+//!   conditional, gzip, brotli, ranges, slow readers, slowloris, sessions
+//!   abandoned mid-body, malformed heads, silent connections, bursts past
+//!   the socket pool.
+//! - [`oracle`]: the exact response the site defines for each request,
+//!   written out from the asset table, not by the code under test.
+//! - [`guest`]: the composition as the guest's main loop drives it.
+//! - [`mutations`]: bugs put back by wrappers, which the simulator must catch.
+//! - [`alloc`]: the counting allocator that measures the guest's heap.
+//!
+//! Checked as it runs: every response byte-identical to the oracle's, in
+//! order, nothing unasked for; no request waiting on the server while the
+//! network and device behave ([`client::STALL_MS`]); idle and slowloris
+//! connections closed by their deadlines; RX buffers posted = queue size
+//! after every pass; the guest's heap under [`world::HEAP_BOUND`] and back
+//! to its baseline whenever the clients are gone; every connection closed
+//! within [`world::LISTEN_BOUND_MS`] of the last client leaving; the
+//! server's counters agreeing with the clients'; device resets only after
+//! device faults; no panic (the `sim` profile keeps overflow checks on).
 pub mod alloc;
 pub mod client;
 pub mod guest;
+pub mod guest_log;
 pub mod mutations;
 pub mod oracle;
 pub mod wire;
@@ -59,17 +88,22 @@ mod tests {
             faults,
         };
         let start = std::time::Instant::now();
-        let r = world::run(opts, |nic, s| super::guest::Guest::new(nic, super::guest::Real::<16>, 16, s))
-            .unwrap_or_else(|f| panic!("{f}"));
+        let r = world::run(opts, |nic, s| {
+            super::guest::Guest::new(nic, super::guest::Real::<16>, 16, s)
+        })
+        .unwrap_or_else(|f| panic!("{f}"));
         std::eprintln!(
-            "seed {seed}: {} virtual, {} responses ({:?}), {} passes, heap {}..{}, {:?} real",
+            "seed {}: {} virtual, {} responses in {} busy periods, {} passes, {} device resets, guest heap {} at rest, {} at most, {:.1} s real\n  clients: {:?}",
+            r.seed,
             world::human(r.virtual_ms),
             r.counts.responses,
-            r.counts,
+            r.busy_periods,
             r.passes,
+            r.stats.device_resets,
             r.heap_baseline,
             r.heap_peak,
-            start.elapsed()
+            start.elapsed().as_secs_f64(),
+            r.counts,
         );
         r
     }
@@ -82,7 +116,9 @@ mod tests {
         let seed: u64 = var("SIM_SEED", "1").parse().expect("SIM_SEED");
         let seeds: u64 = var("SIM_SEEDS", "1").parse().expect("SIM_SEEDS");
         let days: f64 = var("SIM_DAYS", "1").parse().expect("SIM_DAYS");
-        let per_day: u64 = var("SIM_REQUESTS_PER_DAY", "300000").parse().expect("SIM_REQUESTS_PER_DAY");
+        let per_day: u64 = var("SIM_REQUESTS_PER_DAY", "300000")
+            .parse()
+            .expect("SIM_REQUESTS_PER_DAY");
         let threads: u64 = var("SIM_THREADS", "1").parse().expect("SIM_THREADS");
         let start = std::time::Instant::now();
         let requests = (days * per_day as f64) as u64;
@@ -105,7 +141,9 @@ mod tests {
             .collect();
         let (mut total, mut virtual_ms) = (0, 0);
         for w in workers {
-            let (t, v) = w.join().unwrap_or_else(|_| panic!("a simulation failed (above)"));
+            let (t, v) = w
+                .join()
+                .unwrap_or_else(|_| panic!("a simulation failed (above)"));
             total += t;
             virtual_ms += v;
         }

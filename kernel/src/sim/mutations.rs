@@ -353,6 +353,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "minutes in a debug build: scripts/sim --mutations"]
     fn only_the_newest_used_entry_read() {
         caught("newest-only", |dev, s| {
             Guest::new(dev, Mutated::<N, _>(|| NewestOnly), N, s)
@@ -367,6 +368,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "minutes in a debug build: scripts/sim --mutations"]
     fn non_wrapping_ring_index() {
         caught("non-wrapping-index", |dev, s| {
             Guest::new(dev, Mutated::<N, _>(NonWrappingIndex::default), N, s)
@@ -374,11 +376,15 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "minutes in a debug build: scripts/sim --mutations"]
     fn refill_kick_skipped_after_the_ring_ran_dry() {
-        caught("dry-kick", |dev, s| Guest::new(dev, DryKickOpener::<N>, N, s));
+        caught("dry-kick", |dev, s| {
+            Guest::new(dev, DryKickOpener::<N>, N, s)
+        });
     }
 
     #[test]
+    #[ignore = "minutes in a debug build: scripts/sim --mutations"]
     fn tx_retried_only_on_a_notification() {
         caught("tx-waits-for-notification", |dev, s| {
             Guest::new(dev, Mutated::<N, _>(TxWaitsForNotification::default), N, s)
@@ -386,6 +392,7 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "minutes in a debug build: scripts/sim --mutations"]
     fn a_deadline_that_never_fires() {
         caught("clock-on-interrupt", |dev, s| {
             ClockOnInterrupt::new(Guest::new(dev, super::super::guest::Real::<N>, N, s))

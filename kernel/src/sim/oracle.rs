@@ -25,7 +25,10 @@ pub enum Version {
 pub enum Spec {
     Get(Get),
     /// A head the server must refuse with this status and close.
-    Malformed { text: &'static str, status: u16 },
+    Malformed {
+        text: &'static str,
+        status: u16,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -48,8 +51,14 @@ pub const MALFORMED: &[(&str, u16)] = &[
     ("BREW /pot HTTP/1.1\r\nHost: sim\r\n\r\n", 501),
     ("GET / HTTP/1.1\r\nHost: sim\r\nno colon here\r\n\r\n", 400),
     ("GET / HTTP/1.1\r\n\r\n", 400),
-    ("GET / HTTP/1.1\r\nHost: sim\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-    ("GET / HTTP/1.1\r\nHost: sim\r\nContent-Length: 99999\r\n\r\n", 413),
+    (
+        "GET / HTTP/1.1\r\nHost: sim\r\nTransfer-Encoding: chunked\r\n\r\n",
+        400,
+    ),
+    (
+        "GET / HTTP/1.1\r\nHost: sim\r\nContent-Length: 99999\r\n\r\n",
+        413,
+    ),
 ];
 
 /// Paths served from files, with how much of the traffic asks for each:
@@ -70,7 +79,10 @@ impl Spec {
                     Version::Http10 => "HTTP/1.0",
                     Version::Http11 => "HTTP/1.1",
                 };
-                s.push_str(&format!("{method} {} {version}\r\nHost: sim.test\r\n", g.path));
+                s.push_str(&format!(
+                    "{method} {} {version}\r\nHost: sim.test\r\n",
+                    g.path
+                ));
                 match (g.version, g.close) {
                     (Version::Http11, true) => s.push_str("Connection: close\r\n"),
                     (Version::Http10, false) => s.push_str("Connection: keep-alive\r\n"),
@@ -88,14 +100,6 @@ impl Spec {
                 s.push_str("\r\n");
                 s.into_bytes()
             }
-        }
-    }
-
-    /// The connection closes after this response.
-    pub fn closes(&self) -> bool {
-        match self {
-            Spec::Malformed { .. } => true,
-            Spec::Get(g) => g.close,
         }
     }
 }
@@ -223,7 +227,10 @@ fn lookup(path: &str) -> Option<&'static Asset> {
 
 /// The representation `accept` selects: among identity and the variants the
 /// client accepts (all at q=1), the smallest, identity winning ties.
-fn select(asset: &Asset, accept: Option<&str>) -> (Option<&'static str>, &'static [u8], &'static str) {
+fn select(
+    asset: &Asset,
+    accept: Option<&str>,
+) -> (Option<&'static str>, &'static [u8], &'static str) {
     let accepts = |c: &str| accept.is_some_and(|a| a.split(',').any(|t| t.trim() == c));
     let mut best = (None, asset.body, asset.etag);
     if let Some(v) = asset.gzip.filter(|_| accepts("gzip")) {
@@ -418,7 +425,9 @@ impl Matcher {
             Stage::Before => self.at,
             Stage::IdName => self.expected.before.len() + self.at,
             Stage::IdValue => self.expected.before.len() + ID_NAME.len() + self.id.len(),
-            Stage::After => self.expected.before.len() + ID_NAME.len() + self.id.len() + 1 + self.at,
+            Stage::After => {
+                self.expected.before.len() + ID_NAME.len() + self.id.len() + 1 + self.at
+            }
             Stage::Body | Stage::Done => {
                 self.expected.before.len()
                     + ID_NAME.len()
@@ -535,10 +544,9 @@ impl Matcher {
     }
 
     fn mismatch(&self, what: &str) -> Mismatch {
-        let expected_text = String::from_utf8_lossy(
-            &self.expected.before[..self.expected.before.len().min(400)],
-        )
-        .into_owned();
+        let expected_text =
+            String::from_utf8_lossy(&self.expected.before[..self.expected.before.len().min(400)])
+                .into_owned();
         Mismatch {
             offset: self.progress(),
             what: format!("{what} (expected head starts {expected_text:?})"),

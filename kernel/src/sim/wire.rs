@@ -263,11 +263,6 @@ impl Wire {
     pub fn is_empty(&self) -> bool {
         self.to_guest.is_empty() && self.to_clients.is_empty()
     }
-
-    /// When the link comes back up, if it is down at `now`.
-    pub fn up_at(&self, now: u64) -> Option<u64> {
-        (!self.is_up(now)).then_some(self.down_until)
-    }
 }
 
 #[cfg(test)]
@@ -305,7 +300,10 @@ mod tests {
         let mut out = Vec::new();
         wire.to_clients.due(1000, &mut out);
         let s = wire.to_clients.stats;
-        assert!(s.lost > 50 && s.duplicated > 50 && s.reordered > 50, "{s:?}");
+        assert!(
+            s.lost > 50 && s.duplicated > 50 && s.reordered > 50,
+            "{s:?}"
+        );
         assert_eq!(out.len() as u64, 1000 - s.lost + s.duplicated);
         let order: Vec<u32> = out
             .iter()

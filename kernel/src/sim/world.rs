@@ -2,11 +2,11 @@
 //! clients under one virtual clock, with the faults and the traffic a seed
 //! chooses, and the invariants checked as it runs.
 
+use super::Rng;
 use super::alloc;
 use super::client::{Clients, Counts, Manner, Plan};
 use super::oracle::{self, Get, Spec, Version};
 use super::wire::{Weather, Wire};
-use super::Rng;
 use crate::app::Stats;
 use crate::dev::fake_device::FakeNet;
 use std::collections::VecDeque;
@@ -22,7 +22,7 @@ pub const TICK_MS: u64 = 10;
 const GRACE_MS: u64 = 120_000;
 /// Every server socket is back to listening this long after the last client
 /// left: the longest server deadline (30 s send) plus smoltcp's 60 s timeout.
-const LISTEN_BOUND_MS: u64 = 100_000;
+pub const LISTEN_BOUND_MS: u64 = 100_000;
 /// The guest's heap (what it allocated inside its calls) never exceeds this.
 pub const HEAP_BOUND: isize = 24 << 20;
 /// Events kept for a failure report.
@@ -73,8 +73,12 @@ pub struct Report {
 pub struct Failure {
     pub seed: u64,
     pub virtual_ms: u64,
+    /// The run's options, for the command that replays it.
+    pub opts: Options,
     pub what: String,
     pub events: Vec<String>,
+    /// The guest's last log lines.
+    pub guest_log: Vec<String>,
 }
 
 impl core::fmt::Display for Failure {
@@ -91,11 +95,16 @@ impl core::fmt::Display for Failure {
         for e in &self.events {
             writeln!(f, "  {e}")?;
         }
+        writeln!(f, "the guest's last log lines:")?;
+        for l in &self.guest_log {
+            writeln!(f, "  {l}")?;
+        }
+        let days = self.opts.duration_ms as f64 / DAY_MS as f64;
         write!(
             f,
-            "replay: scripts/sim --seed {} --days {}",
+            "replay: scripts/sim --seed {} --days {days} --requests-per-day {}",
             self.seed,
-            (self.virtual_ms.div_ceil(DAY_MS)).max(1)
+            (self.opts.requests as f64 / days).round() as u64
         )
     }
 }
@@ -194,10 +203,7 @@ impl Device {
             };
             raised |= delivered > 0;
         } else if !inbound.is_empty() {
-            self.nic
-                .state_mut()
-                .backlog
-                .extend(inbound.drain(..));
+            self.nic.state_mut().backlog.extend(inbound.drain(..));
         }
         // QEMU's net queue is bounded too.
         {
@@ -206,7 +212,8 @@ impl Device {
                 s.backlog.pop_front();
             }
         }
-        if self.servicing(now, DeviceFault::TxWithheld) && self.nic.state().queues[1].addrs.is_some()
+        if self.servicing(now, DeviceFault::TxWithheld)
+            && self.nic.state().queues[1].addrs.is_some()
         {
             let done = self.nic.complete_tx(usize::MAX);
             raised |= done > 0;
@@ -235,6 +242,7 @@ pub fn run<T: Target>(
     opts: Options,
     make: impl FnOnce(FakeNet, u64) -> T,
 ) -> Result<Report, Failure> {
+    super::guest_log::start();
     let mut sim = Sim::new(opts, make);
     // A panic in the code under test (an overflow, an index out of range) is
     // a failure like any other: reported with the seed and the virtual time.
@@ -252,8 +260,10 @@ pub fn run<T: Target>(
         Err(what) => Err(Failure {
             seed: opts.seed,
             virtual_ms: sim.now,
+            opts,
             what,
             events: sim.events.iter().cloned().collect(),
+            guest_log: super::guest_log::lines(),
         }),
     }
 }
@@ -419,7 +429,9 @@ impl<T: Target> Sim<T> {
         let heap = alloc::measured_in_use() - self.heap_origin;
         self.heap_peak = self.heap_peak.max(heap);
         if heap > HEAP_BOUND {
-            return Err(format!("guest heap {heap} bytes, beyond the bound {HEAP_BOUND}"));
+            return Err(format!(
+                "guest heap {heap} bytes, beyond the bound {HEAP_BOUND}"
+            ));
         }
         Ok(())
     }
@@ -473,7 +485,10 @@ impl<T: Target> Sim<T> {
         if now < self.traffic.busy_until {
             while self.clients.active() < self.traffic.concurrency && self.traffic.quota > 0 {
                 let plan = self.plan();
-                self.traffic.quota = self.traffic.quota.saturating_sub(plan.requests.len() as u64);
+                self.traffic.quota = self
+                    .traffic
+                    .quota
+                    .saturating_sub(plan.requests.len() as u64);
                 self.clients.open(now, plan);
             }
             if self.traffic.quota == 0 {
@@ -657,6 +672,10 @@ impl<T: Target> Sim<T> {
             };
             self.paused_until = now + self.rng.between(0, 10_000) + pause;
             self.disturbed_until(self.paused_until);
+            // The first pass after a pause of more than 3 s that transmits
+            // resets the NIC: the TX watch's clock started before the pause
+            // (`net::stack`, "no TX completion with frames in flight").
+            self.device.resets_allowed += 1;
             self.event(format!("VM paused until {}", human(self.paused_until)));
         }
         if self.rng.chance(8) {
