@@ -389,13 +389,14 @@ fn drive(
                     s.received = 0;
                 }
             }
-            if let Manner::Abandon { after } = s.manner {
-                if s.received >= after && !s.waiting.is_empty() {
-                    counts.abandoned += 1;
-                    socket.abort();
-                    s.finished = true;
-                    return Ok(false);
-                }
+            if let Manner::Abandon { after } = s.manner
+                && s.received >= after
+                && !s.waiting.is_empty()
+            {
+                counts.abandoned += 1;
+                socket.abort();
+                s.finished = true;
+                return Ok(false);
             }
         }
         let all_sent = s.specs.is_empty() && s.sent == s.outbox.len();
@@ -422,10 +423,14 @@ fn drive(
         // A slow reader's window is its own doing; it reads on schedule.
         _ => !s.waiting.is_empty() || !s.established,
     };
+    // Judged only for sessions whose handshake was in calm weather: one
+    // made through a lossy or paused network may be a connection the server
+    // never had, which only the client's retransmissions can mend.
     let since = s.last_progress.max(calm_since);
-    if waiting_on_server && now.saturating_sub(since) > STALL_MS {
+    if waiting_on_server && s.opened_at >= calm_since && now.saturating_sub(since) > STALL_MS {
         return Err(format!(
-            "stall: session opened at {} ms ({:?}), {} responses awaited, {} bytes of the first received, no progress since {} ms, socket {:?}",
+            "stall: session from port {} opened at {} ms ({:?}), {} responses awaited, {} bytes of the first received, no progress since {} ms, socket {:?}",
+            socket.local_endpoint().map_or(0, |e| e.port),
             s.opened_at,
             s.manner,
             s.waiting.len(),

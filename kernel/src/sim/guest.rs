@@ -141,4 +141,23 @@ impl<O: Opener> Target for Guest<O> {
     fn stats(&mut self, _now: u64) -> Stats {
         self.service.stats().clone()
     }
+
+    fn describe(&mut self) -> std::string::String {
+        use smoltcp::socket::tcp;
+        let mut out = std::string::String::from("server sockets not listening:");
+        for (_, socket) in self.service.stack().sockets.iter() {
+            if let smoltcp::socket::Socket::Tcp(t) = socket
+                && !matches!(t.state(), tcp::State::Listen)
+            {
+                out.push_str(&std::format!(
+                    " [{} {:?} recv {} send {}]",
+                    t.remote_endpoint().map_or(0, |e| e.port),
+                    t.state(),
+                    t.recv_queue(),
+                    t.send_queue()
+                ));
+            }
+        }
+        out
+    }
 }

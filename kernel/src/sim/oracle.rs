@@ -233,15 +233,15 @@ fn select(
 ) -> (Option<&'static str>, &'static [u8], &'static str) {
     let accepts = |c: &str| accept.is_some_and(|a| a.split(',').any(|t| t.trim() == c));
     let mut best = (None, asset.body, asset.etag);
-    if let Some(v) = asset.gzip.filter(|_| accepts("gzip")) {
-        if v.body.len() < best.1.len() {
-            best = (Some("gzip"), v.body, v.etag);
-        }
+    if let Some(v) = asset.gzip.filter(|_| accepts("gzip"))
+        && v.body.len() < best.1.len()
+    {
+        best = (Some("gzip"), v.body, v.etag);
     }
-    if let Some(v) = asset.br.filter(|_| accepts("br")) {
-        if v.body.len() < best.1.len() {
-            best = (Some("br"), v.body, v.etag);
-        }
+    if let Some(v) = asset.br.filter(|_| accepts("br"))
+        && v.body.len() < best.1.len()
+    {
+        best = (Some("br"), v.body, v.etag);
     }
     best
 }

@@ -25,6 +25,11 @@ const GRACE_MS: u64 = 120_000;
 pub const LISTEN_BOUND_MS: u64 = 100_000;
 /// The guest's heap (what it allocated inside its calls) never exceeds this.
 pub const HEAP_BOUND: isize = 24 << 20;
+/// Stalls are not judged for this long (besides [`GRACE_MS`]) after a VM
+/// pause: two of smoltcp's longest retransmission intervals.
+const PAUSE_GRACE_MS: u64 = 120_000;
+/// More clients at once than this put the socket pool under pressure.
+const POOL_PRESSURE: usize = 60;
 /// Events kept for a failure report.
 const EVENT_LOG: usize = 48;
 
@@ -43,6 +48,10 @@ pub trait Target {
     /// When a pass is next due without any interrupt.
     fn next_deadline(&mut self, now: u64) -> Option<u64>;
     fn stats(&mut self, now: u64) -> Stats;
+    /// The guest's open connections, for a failure report.
+    fn describe(&mut self) -> String {
+        String::new()
+    }
 }
 
 /// What a run is asked to do.
@@ -263,7 +272,11 @@ pub fn run<T: Target>(
             opts,
             what,
             events: sim.events.iter().cloned().collect(),
-            guest_log: super::guest_log::lines(),
+            guest_log: {
+                let mut l = super::guest_log::lines();
+                l.push(sim.guest.describe());
+                l
+            },
         }),
     }
 }
@@ -421,10 +434,10 @@ impl<T: Target> Sim<T> {
 
     fn check_after_pass(&mut self) -> Result<(), String> {
         let n = self.guest.queue_size();
-        if let Some(posted) = alloc::measured(|| self.guest.rx_posted()) {
-            if posted != n {
-                return Err(format!("{posted} of {n} RX buffers posted after a pass"));
-            }
+        if let Some(posted) = alloc::measured(|| self.guest.rx_posted())
+            && posted != n
+        {
+            return Err(format!("{posted} of {n} RX buffers posted after a pass"));
         }
         let heap = alloc::measured_in_use() - self.heap_origin;
         self.heap_peak = self.heap_peak.max(heap);
@@ -482,6 +495,10 @@ impl<T: Target> Sim<T> {
             self.idle_checks()?;
             self.start_busy_period();
         }
+        if self.clients.active() > POOL_PRESSURE {
+            // More clients than sockets: some wait for one, by design.
+            self.disturbed_until(now);
+        }
         if now < self.traffic.busy_until {
             while self.clients.active() < self.traffic.concurrency && self.traffic.quota > 0 {
                 let plan = self.plan();
@@ -495,31 +512,32 @@ impl<T: Target> Sim<T> {
                 self.traffic.busy_until = now;
             }
         }
-        if let Some((f, until)) = self.device.fault {
-            if now >= until {
-                self.event(format!("device {f:?} over"));
-                self.device.fault = None;
-            }
+        if let Some((f, until)) = self.device.fault
+            && now >= until
+        {
+            self.event(format!("device {f:?} over"));
+            self.device.fault = None;
         }
-        if let Some((e, at)) = self.device.event {
-            if now >= at && now >= self.paused_until {
-                self.device.event = None;
-                let dev = &self.device.nic;
-                match e {
-                    DeviceEvent::NeedsReset => dev
-                        .state_mut()
-                        .status
-                        .insert(virtio_drivers::transport::DeviceStatus::DEVICE_NEEDS_RESET),
-                    DeviceEvent::HostileUsedEntry => {
-                        if dev.state().queues[0].addrs.is_some() {
-                            let id = 1000 + self.rng.below(1000) as u32;
-                            dev.push_used_raw(0, id, 60);
-                        }
+        if let Some((e, at)) = self.device.event
+            && now >= at
+            && now >= self.paused_until
+        {
+            self.device.event = None;
+            let dev = &self.device.nic;
+            match e {
+                DeviceEvent::NeedsReset => dev
+                    .state_mut()
+                    .status
+                    .insert(virtio_drivers::transport::DeviceStatus::DEVICE_NEEDS_RESET),
+                DeviceEvent::HostileUsedEntry => {
+                    if dev.state().queues[0].addrs.is_some() {
+                        let id = 1000 + self.rng.below(1000) as u32;
+                        dev.push_used_raw(0, id, 60);
                     }
                 }
-                self.disturbed_until(now + 1000);
-                self.event(format!("device {e:?}"));
             }
+            self.disturbed_until(now + 1000);
+            self.event(format!("device {e:?}"));
         }
         Ok(())
     }
@@ -628,10 +646,10 @@ impl<T: Target> Sim<T> {
             self.calm_since = self.now + GRACE_MS;
         }
         self.wire.set_weather(weather);
-        if self.traffic.concurrency > 60 {
+        if self.traffic.concurrency > POOL_PRESSURE {
             // A handshake's last ACK that finds no socket is dropped; a
             // silent client then holds a connection the server never had.
-            self.disturbed_until(self.now + 600_000);
+            self.disturbed_until(self.now);
         }
         self.device.irq = IrqWeather::default();
         if self.opts.faults && self.rng.chance(4) {
@@ -671,7 +689,10 @@ impl<T: Target> Sim<T> {
                 self.rng.between(100, 60_000)
             };
             self.paused_until = now + self.rng.between(0, 10_000) + pause;
-            self.disturbed_until(self.paused_until);
+            // Frames queued through the pause arrive at once (some dropped
+            // by the device's bounded queue), and clients' retransmission
+            // timers have backed off to smoltcp's 60 s maximum.
+            self.disturbed_until(self.paused_until + PAUSE_GRACE_MS);
             // The first pass after a pause of more than 3 s that transmits
             // resets the NIC: the TX watch's clock started before the pause
             // (`net::stack`, "no TX completion with frames in flight").
@@ -738,12 +759,12 @@ impl<T: Target> Sim<T> {
         // A close or a refusal ends the connection: only last.
         let n = requests.len();
         for (i, spec) in requests.iter_mut().enumerate() {
-            if let Spec::Get(g) = spec {
-                if i + 1 < n {
-                    g.close = false;
-                    if g.version == Version::Http10 {
-                        g.version = Version::Http11;
-                    }
+            if let Spec::Get(g) = spec
+                && i + 1 < n
+            {
+                g.close = false;
+                if g.version == Version::Http10 {
+                    g.version = Version::Http11;
                 }
             }
         }
