@@ -15,25 +15,36 @@
 //!   uptime in milliseconds, `tick` the timer tick count, `from_irq` whether
 //!   the NIC interrupted since the last pass (the caller clears its flag),
 //!   `read` supplies [`Readings`] for the stats.
-//! - [`Service::is_configured`], [`Service::stats`], [`Service::stack`],
-//!   [`Service::server`], [`Service::sink`] for the caller and the simulator.
+//! - [`Service::next_deadline`]`(now_ms)`: when a pass next has work with no
+//!   new input (a connection deadline or a smoltcp timer), for a caller with
+//!   a clock of its own.
+//! - [`Service::is_configured`], [`Service::stats`],
+//!   [`Service::access_log_buffer`], [`Service::stack`] (and through it the
+//!   [`Nic`], its health and counters), [`Service::server`],
+//!   [`Service::sink`] for the caller and the simulator.
+//!
+//! The app side lives in `web`: the state each connection's handler borrows,
+//! and the one place where the network layer's counters are copied into the
+//! app's [`Stats`].
 //!
 //! A pass: a quiet one (no interrupt, no open connection, nothing due in
 //! smoltcp) does only the access-log pump and, when the tick moved, the
 //! per-tick housekeeping; its stats are filled on the next full pass. A full
 //! pass polls the stack, runs every HTTP connection, and polls again so the
 //! responses just written leave in the same pass.
+#![forbid(unsafe_code)]
 
 use crate::app::access_log::{AccessLog, LineBuffer};
 use crate::app::routes::{ProfileWriter, Scope};
-use crate::app::{RequestLog, Routes, Site, Stats};
+use crate::app::{RequestLog, Site, Stats};
 use crate::config::{ADMIN_SOCKETS, Admin, Config};
 use crate::dev::port::Nic;
-use crate::http::{ConnEvent, Exchange, Stamp};
-use crate::net::server::{App, ConnHandler, Pool, Server, ServerCounters};
-use crate::net::{HTTP_PORT, Health, Stack, StackCounters, sizing};
+use crate::http::Stamp;
+use crate::net::server::{Pool, Server};
+use crate::net::{HTTP_PORT, Health, Stack, sizing};
 use alloc::boxed::Box;
 use smoltcp::time::Duration;
+use web::{Web, copy_server_counters, copy_stack_counters};
 
 /// Where the access log's lines go (serial, a virtio console, nowhere).
 pub trait LineSink {
@@ -288,79 +299,6 @@ impl<D: Nic, S: LineSink> Service<D, S> {
     }
 }
 
-/// The app's state each connection's handler borrows for a pass.
-struct Web {
-    site: Site,
-    stats: Stats,
-    /// Recent requests (`/api/requests.json`), allocated once.
-    requests: Box<RequestLog>,
-    profile: ProfileWriter,
-    access_log: AccessLog,
-    /// The network path's health as of this pass, for `/health`.
-    health: Result<(), Health>,
-}
-
-impl App for Web {
-    type Scope = Scope;
-    type Handler<'a> = Routes<'a>;
-
-    fn handler(&mut self, scope: Scope, counters: &ServerCounters) -> Routes<'_> {
-        // /api/stats.json shows the connection asking.
-        copy_server_counters(&mut self.stats, counters);
-        Routes {
-            site: self.site,
-            stats: &mut self.stats,
-            requests: &mut self.requests,
-            health: self.health.map_err(Health::as_str),
-            profile: self.profile,
-            access_log: &mut self.access_log,
-            scope,
-        }
-    }
-}
-
-impl ConnHandler for Routes<'_> {
-    fn on_event(&mut self, event: ConnEvent, current: Option<&Exchange<'_>>) {
-        Routes::on_event(self, event, current)
-    }
-
-    fn on_unfinished(&mut self, exchange: &Exchange<'_>) {
-        Routes::on_unfinished(self, exchange)
-    }
-}
-
-// The one place where the network layer's counters become the app's stats.
-
-fn copy_server_counters(stats: &mut Stats, c: &ServerCounters) {
-    stats.connections_accepted = c.connections_accepted;
-    stats.connections_active = c.connections_active;
-    stats.evictions_idle = c.evictions_idle;
-    stats.evictions_head = c.evictions_head;
-    stats.evictions_lingering = c.evictions_lingering;
-    stats.evictions_stalled = c.evictions_stalled;
-}
-
-fn copy_stack_counters(stats: &mut Stats, c: &StackCounters) {
-    stats.frames_in = c.frames_in;
-    stats.frames_out = c.frames_out;
-    stats.bytes_in = c.bytes_in;
-    stats.bytes_out = c.bytes_out;
-    stats.tx_full_events = c.tx_full_events;
-    stats.rx_dropped = c.rx_dropped;
-    stats.rx_checksum_errors = c.rx_checksum_errors;
-    stats.rx_wraps = c.rx_wraps;
-    stats.tx_wraps = c.tx_wraps;
-    stats.rx_avail_idx = c.rx_avail_idx;
-    stats.rx_used_idx = c.rx_used_idx;
-    stats.tx_avail_idx = c.tx_avail_idx;
-    stats.tx_used_idx = c.tx_used_idx;
-    stats.device_resets = c.device_resets;
-    stats.tx_large_buffer_bytes = c.tx_large_buffer_bytes;
-    stats.syn_cookies_sent = c.syn_cookies_sent;
-    stats.syn_cookies_valid = c.syn_cookies_valid;
-    stats.syn_cookies_invalid = c.syn_cookies_invalid;
-    stats.connections_refused = c.connections_refused;
-}
-
 #[cfg(test)]
 mod tests;
+mod web;

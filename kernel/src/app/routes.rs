@@ -154,11 +154,12 @@ impl Routes<'_> {
     }
 
     fn log(&mut self, e: &Exchange<'_>, completed: bool) {
-        match self.access_log.record(e, completed) {
-            Some(true) => self.stats.access_log_lines += 1,
-            Some(false) => self.stats.access_log_dropped += 1,
-            None => {}
-        }
+        let counter = match self.access_log.record(e, completed) {
+            Some(true) => &mut self.stats.access_log_lines,
+            Some(false) => &mut self.stats.access_log_dropped,
+            None => return,
+        };
+        *counter = counter.saturating_add(1);
     }
 }
 

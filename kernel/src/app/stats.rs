@@ -1,6 +1,9 @@
 //! The counters behind `/api/stats.json` and `/metrics`: plain `u64`s (the main
-//! loop is single threaded), updated with saturating arithmetic so nothing can
-//! overflow-panic.
+//! loop is single threaded). Each has one writer: the app counts responses,
+//! timeouts and access-log lines here, the service pass its own loop counters,
+//! both with saturating arithmetic so nothing can overflow-panic; the network
+//! layer's counters (connections, evictions, frames, rings, SYN cookies) are
+//! its own, copied in by the service pass (`crate::service`).
 //!
 //! One list, the `stats!` invocation below, is the single source of both
 //! outputs: each field's JSON name, and its Prometheus kind, metric name,

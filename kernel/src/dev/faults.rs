@@ -1,8 +1,9 @@
 //! Faults chosen at boot (`fault=` in the config), each a wrapper around a
 //! production type, which carries no test state of its own:
-//! - `fault=no-repost`: [`NoRepostNic`] opens ports that never re-post RX
-//!   buffers, as the predecessor's driver did, until the ring audit resets
-//!   the device (the ports opened by resets are healthy);
+//! - `fault=no-repost`: [`NoRepostNic`] opens a first port that never
+//!   re-posts RX buffers (a driver bug that makes a guest deaf under load),
+//!   until the ring audit resets the device; the ports opened by resets are
+//!   healthy;
 //! - `fault=drop-irq:N`: `drop_every_nth_interrupt` wraps the NIC's
 //!   interrupt handler so that one interrupt in N is acknowledged but not
 //!   passed on, as if it had been lost.

@@ -1,8 +1,8 @@
 //! virtio-net driver on `virtio_drivers::VirtIONetRaw`, owning every buffer.
 //!
-//! The predecessor read only the newest used entry and never re-posted RX
-//! buffers, and `VirtIONet::receive` can drop a buffer on an error path. Here
-//! every RX buffer lives in exactly one place — posted to the device
+//! A driver that reads only the newest used entry, or never re-posts RX
+//! buffers, goes deaf under load, and `VirtIONet::receive` can drop a buffer
+//! on an error path. Here every RX buffer lives in exactly one place — posted to the device
 //! (`rx_posted[token]`), lent to the network stack, or `rx_spare` — and every
 //! path, errors included, puts it back; [`Driver::refill`] re-posts all spare
 //! buffers and then kicks the queue, whatever the device's suppression flag
@@ -236,7 +236,7 @@ pub enum DriverError {
 /// Where every buffer is. Invariant (checked by [`Driver::audit`]):
 /// `rx_posted + rx_spare + rx_lent == N`, `tx_posted + tx_free == N` (the
 /// frame-sized TX buffers), and large TX buffers posted or in the pool, the
-/// pool holding at most [`TX_LARGE_POOL`].
+/// pool holding at most [`TX_LARGE_MAX`] (or the cap the guest sets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Buffers {
     pub rx_posted: usize,
@@ -275,7 +275,10 @@ impl RxFrame {
 
 /// The driver over any HAL `H`, transport `T` and kick `K`, with `N`-entry queues.
 pub struct Driver<H: Hal, T: Transport, K: Kick, const N: usize> {
-    raw: VirtIONetRaw<H, OffloadTransport<T>, N>,
+    /// Boxed: its shadow rings make it ~16 KiB at 256 entries, and the
+    /// driver is moved through the main loop's frames (into the stack, into
+    /// a reset's new port) where each copy would take that much stack.
+    raw: Box<VirtIONetRaw<H, OffloadTransport<T>, N>>,
     kick: K,
     offloads: Offloads,
     /// Length of the virtio-net header in front of every TX frame (10 or 12).
@@ -309,7 +312,7 @@ impl<H: Hal, T: Transport, K: Kick, const N: usize> Driver<H, T, K, N> {
     pub fn start(transport: T, kick: K) -> Result<Self, DriverError> {
         const { assert!(N.is_power_of_two() && N <= u16::MAX as usize) };
         let (transport, offloads) = OffloadTransport::new(transport);
-        let raw = VirtIONetRaw::<H, _, N>::new(transport).map_err(DriverError::Init)?;
+        let raw = Box::new(VirtIONetRaw::<H, _, N>::new(transport).map_err(DriverError::Init)?);
         let mut header = [0u8; 16];
         let tx_header_len = raw
             .fill_buffer_header(&mut header)

@@ -28,7 +28,9 @@
 //!    sent FIN and every byte before it was taken), [`Conn::peer_closed`];
 //! 4. [`Conn::poll`]: `Keep`, `Close` (call `socket.close()`: FIN after the queued
 //!    bytes) or `Abort` (`socket.abort()`: RST now); then drain [`Conn::take_event`]
-//!    into the stats, and sleep no later than [`Conn::next_deadline`]. A header
+//!    into the stats, and run `poll` again no later than [`Conn::next_deadline`]
+//!    (the guest's 10 ms tick wakes every pass; the simulator's clock jumps to the
+//!    earliest deadline, `net::server::Server::next_deadline`). A header
 //!    timeout makes `poll` queue a 408: if `has_pending_output()` turned true, run
 //!    the `transmit` step again before sleeping.
 //!

@@ -7,7 +7,8 @@
 //! would be dropped; otherwise its data stays in the socket buffers.
 //!
 //! The driver slot is empty only while the device is being reset (the old
-//! driver must be gone before the device is opened again).
+//! port must be gone before the device is opened again, see
+//! [`Nic::open`](crate::dev::port::Nic::open)).
 //!
 //! Offloads the device negotiated are passed on to smoltcp: with checksum
 //! offload it leaves TCP checksums to the device, with TSO it emits TCP frames
@@ -79,7 +80,8 @@ impl<P: Port> Device for Phy<P> {
         if !driver.can_transmit() {
             return None;
         }
-        // Bounded: each pass takes a used entry off the ring, which holds N.
+        // Bounded: each pass takes a used entry off the ring, which holds
+        // `queue_size` entries.
         let mut next = None;
         for _ in 0..driver.queue_size() {
             let frame = match driver.receive() {
@@ -91,7 +93,7 @@ impl<P: Port> Device for Phy<P> {
                 }
             };
             if !frame.checksum_vouched && frame::fails_checksum(frame.frame()) {
-                self.checksum_errors += 1;
+                self.checksum_errors = self.checksum_errors.saturating_add(1);
                 driver.give_back(frame);
                 continue;
             }

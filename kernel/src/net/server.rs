@@ -7,7 +7,7 @@
 //! The interface answers SYNs with SYN cookies, so a half-open connection
 //! holds no socket; the ACK completing a handshake takes a socket in `Listen`.
 //! When a pool that [makes room](Pool::makes_room) runs short, its least
-//! valuable connection is closed (see [`eviction`](super::eviction)). Sockets
+//! valuable connection is closed (see [`eviction`]). Sockets
 //! are put back into `Listen` as soon as their connection ends, including from
 //! TIME-WAIT (smoltcp resets a TIME-WAIT socket on `listen`), so connection
 //! churn cannot starve a pool for TIME-WAIT's 10 s.

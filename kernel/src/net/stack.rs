@@ -115,15 +115,15 @@ pub struct StackCounters {
 
 pub struct Stack<D: Nic> {
     carried: Totals,
-    pub phy: Phy<D::Port>,
+    phy: Phy<D::Port>,
     /// The device, to open it again on reset.
     nic: D,
-    pub device_resets: u64,
+    device_resets: u64,
     /// Consecutive ticks with RX buffers missing from the ring after a refill.
     ticks_short_of_buffers: u32,
     /// TX used index and when it last moved while frames were in flight.
     tx_watch: (u16, u64),
-    pub iface: Interface,
+    iface: Interface,
     pub sockets: SocketSet<'static>,
     dhcp: Option<SocketHandle>,
     gateway: Ipv4Address,
@@ -156,7 +156,7 @@ pub fn instant(ms: u64) -> Instant {
 
 impl<D: Nic> Stack<D> {
     /// The stack over `driver`, a port `nic` opened. `seed` and `later_seed`
-    /// are two readings of the guest's entropy (see [`syn_cookie_secret`]).
+    /// are two readings of the guest's entropy (see `syn_cookie_secret`).
     pub fn new(
         nic: D,
         driver: D::Port,
@@ -238,6 +238,11 @@ impl<D: Nic> Stack<D> {
     /// The device the ports are opened on.
     pub fn nic(&mut self) -> &mut D {
         &mut self.nic
+    }
+
+    /// The port in use (`None` while a reset is failing to open a new one).
+    pub fn port(&mut self) -> Option<&mut D::Port> {
+        self.phy.driver_mut()
     }
 
     pub fn is_configured(&self) -> bool {
