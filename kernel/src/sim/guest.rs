@@ -113,8 +113,7 @@ impl<O: Opener> Target for Guest<O> {
     fn rx_posted(&mut self) -> Option<usize> {
         self.service
             .stack()
-            .phy
-            .driver_mut()
+            .port()
             .map(|p| usize::from(p.stats().rx.in_flight()))
     }
 
@@ -127,15 +126,7 @@ impl<O: Opener> Target for Guest<O> {
     }
 
     fn next_deadline(&mut self, now: u64) -> Option<u64> {
-        let smol = self
-            .service
-            .stack()
-            .poll_delay(now)
-            .map(|d| now + d.total_millis());
-        [smol, self.service.server().next_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        self.service.next_deadline(now)
     }
 
     fn stats(&mut self, _now: u64) -> Stats {
