@@ -3,6 +3,13 @@
 //! transport, the clock the main loop reads), never a switch inside one.
 //! The tests at the end run the simulator with each and require a failure
 //! within the CI budget of one seed, printing the seed and virtual time.
+//!
+//! Not expressed: a response offset that underflows. The offsets live in
+//! `http::Conn::transmit`, and the handler the server calls is built inside
+//! the service pass (`service::web`), so no wrapper can reach either without
+//! a switch in production code. The seam that would allow it: `Service`
+//! generic over its `App` (as `net::server::Server` already is), so a test
+//! composition could wrap the handler or the connection's writer.
 
 use super::guest::{Opener, RealDriver};
 use super::world::Target;
