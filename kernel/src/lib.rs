@@ -94,6 +94,8 @@ pub mod mem;
 pub mod net;
 pub mod service;
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 pub mod test_rng;
 pub mod wall_clock;
 

@@ -1,0 +1,154 @@
+//! The guest the simulator runs: the production [`Service`] (stack, server,
+//! app) over a [`Nic`] whose ports are the real driver on the fake device,
+//! or, for the mutation tests, the real driver inside a wrapper that puts
+//! back one of the bugs the simulator must catch.
+
+use super::world::Target;
+use crate::app::{Site, Stats};
+use crate::config::Config;
+use crate::dev::fake_device::{FakeHal, FakeKick, FakeNet, FakeTransport};
+use crate::dev::masked::MaskedTransport;
+use crate::dev::net::{Driver, DriverError};
+use crate::dev::port::{Nic, OpenError, Port};
+use crate::http::Stamp;
+use crate::net::Stack;
+use crate::service::{AppParts, KeepLines, Readings, Service};
+use virtio_drivers::transport::DeviceStatus;
+
+/// How the simulator opens a port over the fake device (on boot and on
+/// every reset).
+pub trait Opener {
+    type Port: Port;
+    fn open(&mut self, dev: &FakeNet) -> Result<Self::Port, DriverError>;
+}
+
+/// The real driver, as the guest runs it.
+pub type RealDriver<const N: usize> = Driver<FakeHal, MaskedTransport<FakeTransport>, FakeKick, N>;
+
+pub struct Real<const N: usize>;
+
+impl<const N: usize> Opener for Real<N> {
+    type Port = RealDriver<N>;
+    fn open(&mut self, dev: &FakeNet) -> Result<RealDriver<N>, DriverError> {
+        RealDriver::<N>::start(MaskedTransport(dev.transport()), dev.kick())
+    }
+}
+
+/// The device behind the ports: one driver at a time, reset on reopen.
+pub struct SimNic<O: Opener> {
+    pub dev: FakeNet,
+    opener: O,
+    open: bool,
+}
+
+impl<O: Opener> Nic for SimNic<O> {
+    type Port = O::Port;
+
+    fn open(&mut self, previous: Option<O::Port>) -> Result<O::Port, OpenError> {
+        if let Some(old) = previous {
+            drop(old);
+            self.open = false;
+        }
+        if self.open {
+            return Err(OpenError::StillOpen);
+        }
+        // The guest's reopen starts the device from reset.
+        self.dev.state_mut().status = DeviceStatus::empty();
+        let port = self.opener.open(&self.dev).map_err(OpenError::Driver)?;
+        self.open = true;
+        Ok(port)
+    }
+
+    fn needs_reset(&self) -> bool {
+        self.dev
+            .state()
+            .status
+            .contains(DeviceStatus::DEVICE_NEEDS_RESET)
+    }
+}
+
+pub struct Guest<O: Opener> {
+    service: Service<SimNic<O>, KeepLines>,
+    queue_size: usize,
+}
+
+impl<O: Opener> Guest<O> {
+    /// The guest as `boot.rs` composes it, with a static address (the
+    /// clients' host is its gateway) and `queue_size`-entry rings.
+    pub fn new(dev: FakeNet, opener: O, queue_size: usize, seed: u64) -> Guest<O> {
+        let text = std::format!("ip=10.0.2.15/24\nqueue_size={queue_size}");
+        let config = Config::parse(&text, &mut |w| panic!("config warning: {w}"));
+        let mut nic = SimNic {
+            dev,
+            opener,
+            open: false,
+        };
+        let port = nic.open(None).expect("the fake device opens");
+        let stack = Stack::new(nic, port, &config, 0, seed, seed.rotate_left(17));
+        let parts = AppParts {
+            site: Site::baked(),
+            stamp: Stamp {
+                epoch_ms: None,
+                boot: seed as u32,
+            },
+            profile: crate::app::routes::no_profile,
+            access_log: None,
+            heap_free: 32 << 20,
+            version: "sim",
+        };
+        Guest {
+            service: Service::new(stack, &config, parts, KeepLines, 0),
+            queue_size,
+        }
+    }
+}
+
+impl<O: Opener> Target for Guest<O> {
+    fn pass(&mut self, now: u64, tick: u64, irq: bool) -> bool {
+        self.service
+            .pass(now, tick, irq, Readings::default)
+            .may_sleep
+    }
+
+    fn rx_posted(&mut self) -> Option<usize> {
+        self.service
+            .stack()
+            .port()
+            .map(|p| usize::from(p.stats().rx.in_flight()))
+    }
+
+    fn queue_size(&self) -> usize {
+        self.queue_size
+    }
+
+    fn is_idle(&mut self) -> bool {
+        self.service.server().is_idle()
+    }
+
+    fn next_deadline(&mut self, now: u64) -> Option<u64> {
+        self.service.next_deadline(now)
+    }
+
+    fn stats(&mut self, _now: u64) -> Stats {
+        self.service.stats().clone()
+    }
+
+    fn describe(&mut self) -> std::string::String {
+        use smoltcp::socket::tcp;
+        let mut out = std::string::String::from("server sockets not listening:");
+        for (_, socket) in self.service.stack().sockets.iter() {
+            if let smoltcp::socket::Socket::Tcp(t) = socket
+                && !matches!(t.state(), tcp::State::Listen)
+            {
+                out.push_str(&std::format!(
+                    " [{} {:?} recv {} send {}]",
+                    t.remote_endpoint().map_or(0, |e| e.port),
+                    t.state(),
+                    t.recv_queue(),
+                    t.send_queue()
+                ));
+            }
+        }
+        out
+    }
+}
