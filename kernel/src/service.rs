@@ -7,7 +7,10 @@
 //! API:
 //! - [`Service::new`]`(stack, config, parts, sink, tick)` builds the socket
 //!   pools over `stack` (any [`Nic`]; its ports may be fault wrappers) and
-//!   the app from [`AppParts`].
+//!   the app, a [`Web`], from [`AppParts`].
+//! - [`Service::with_app`]`(.., wrap)`: the same, serving `wrap(web)`, any
+//!   [`Serves`] app around that [`Web`] (a test composition's wrapper that
+//!   changes how the handler answers; the guest serves the [`Web`] itself).
 //! - [`Service::pass`]`(now_ms, tick, from_irq, read)` runs one pass and says
 //!   whether the caller may sleep until the next interrupt
 //!   ([`PassOutcome::may_sleep`]) and whether `tick` moved
@@ -40,11 +43,30 @@ use crate::app::{RequestLog, Site, Stats};
 use crate::config::{ADMIN_SOCKETS, Admin, Config};
 use crate::dev::port::Nic;
 use crate::http::Stamp;
-use crate::net::server::{Pool, Server};
+use crate::net::server::{App, Pool, Server};
 use crate::net::{HTTP_PORT, Health, Stack, sizing};
 use alloc::boxed::Box;
 use smoltcp::time::Duration;
-use web::{Web, copy_server_counters, copy_stack_counters};
+use web::{copy_server_counters, copy_stack_counters};
+
+pub use web::Web;
+
+/// The app a [`Service`] serves: its [`Web`] (site, counters, logs), as it
+/// is or inside a wrapper whose handler answers differently. The service
+/// reaches the counters and the access log through [`Serves::web`].
+pub trait Serves: App<Scope = Scope> {
+    fn web(&self) -> &Web;
+    fn web_mut(&mut self) -> &mut Web;
+}
+
+impl Serves for Web {
+    fn web(&self) -> &Web {
+        self
+    }
+    fn web_mut(&mut self) -> &mut Web {
+        self
+    }
+}
 
 /// Where the access log's lines go (serial, a virtio console, nowhere).
 pub trait LineSink {
@@ -97,10 +119,10 @@ pub struct PassOutcome {
     pub ticked: bool,
 }
 
-pub struct Service<D: Nic, S: LineSink> {
+pub struct Service<D: Nic, S: LineSink, A: Serves = Web> {
     stack: Stack<D>,
     server: Server<Scope>,
-    web: Web,
+    app: A,
     sink: S,
     last_tick: u64,
     /// Quiet passes skip filling the stats; the next full pass does it first.
@@ -111,7 +133,21 @@ impl<D: Nic, S: LineSink> Service<D, S> {
     /// Adds the HTTP sockets (the site's pool, and the admin pool if
     /// `config` wants one) to `stack`. `tick` is the current tick count:
     /// housekeeping first runs when it moves.
-    pub fn new(mut stack: Stack<D>, config: &Config, parts: AppParts, sink: S, tick: u64) -> Self {
+    pub fn new(stack: Stack<D>, config: &Config, parts: AppParts, sink: S, tick: u64) -> Self {
+        Service::with_app(stack, config, parts, sink, tick, |web| web)
+    }
+}
+
+impl<D: Nic, S: LineSink, A: Serves> Service<D, S, A> {
+    /// [`Service::new`], serving `wrap` of the [`Web`] built from `parts`.
+    pub fn with_app(
+        mut stack: Stack<D>,
+        config: &Config,
+        parts: AppParts,
+        sink: S,
+        tick: u64,
+        wrap: impl FnOnce(Web) -> A,
+    ) -> Self {
         let site_pool = Pool {
             port: HTTP_PORT,
             sockets: config.http_sockets,
@@ -168,7 +204,7 @@ impl<D: Nic, S: LineSink> Service<D, S> {
         Service {
             stack,
             server,
-            web,
+            app: wrap(web),
             sink,
             last_tick: tick,
             stats_stale: false,
@@ -188,7 +224,7 @@ impl<D: Nic, S: LineSink> Service<D, S> {
         if !quiet {
             may_sleep = self.serve(now, from_irq, &read);
         }
-        if self.sink.pump(self.web.access_log.buffer(), now) {
+        if self.sink.pump(self.app.web_mut().access_log.buffer(), now) {
             may_sleep = false;
         }
         let ticked = tick != self.last_tick;
@@ -196,7 +232,7 @@ impl<D: Nic, S: LineSink> Service<D, S> {
             self.last_tick = tick;
             self.stack.tick_housekeeping(now);
         }
-        let stats = &mut self.web.stats;
+        let stats = &mut self.app.web_mut().stats;
         stats.loop_iterations = stats.loop_iterations.saturating_add(1);
         if quiet {
             self.stats_stale = true;
@@ -219,7 +255,7 @@ impl<D: Nic, S: LineSink> Service<D, S> {
     fn serve(&mut self, now: u64, from_irq: bool, read: &impl Fn() -> Readings) -> bool {
         let mut worked = self.stack.poll(now);
         if worked && !from_irq {
-            let stats = &mut self.web.stats;
+            let stats = &mut self.app.web_mut().stats;
             stats.timer_recoveries = stats.timer_recoveries.saturating_add(1);
         }
         if self.stats_stale {
@@ -227,11 +263,11 @@ impl<D: Nic, S: LineSink> Service<D, S> {
             self.fill_stats(now, read);
             self.stats_stale = false;
         }
-        self.web.health = self.stack.health();
+        self.app.web_mut().health = self.stack.health();
         let refused = self.stack.refused();
         let busy = self
             .server
-            .service(&mut self.stack.sockets, now, &mut self.web, refused);
+            .service(&mut self.stack.sockets, now, &mut self.app, refused);
         worked |= self.stack.poll(now);
         // smoltcp wants another pass at once while a socket has data to send,
         // even if the TX ring is full: then the completion interrupt (or the
@@ -243,7 +279,7 @@ impl<D: Nic, S: LineSink> Service<D, S> {
 
     fn fill_stats(&mut self, now: u64, read: &impl Fn() -> Readings) {
         let r = read();
-        let stats = &mut self.web.stats;
+        let stats = &mut self.app.web_mut().stats;
         stats.uptime_ms = now;
         stats.interrupts_net = r.interrupts_net;
         stats.interrupts_ignored = r.interrupts_ignored;
@@ -278,12 +314,12 @@ impl<D: Nic, S: LineSink> Service<D, S> {
 
     /// The counters as of the last full pass.
     pub fn stats(&self) -> &Stats {
-        &self.web.stats
+        &self.app.web().stats
     }
 
     /// The access-log lines not yet taken by the sink.
     pub fn access_log_buffer(&mut self) -> &mut LineBuffer {
-        self.web.access_log.buffer()
+        self.app.web_mut().access_log.buffer()
     }
 
     pub fn stack(&mut self) -> &mut Stack<D> {

@@ -10,8 +10,9 @@ use crate::net::server::{App, ConnHandler, ServerCounters};
 use crate::net::{Health, StackCounters};
 use alloc::boxed::Box;
 
-/// The app's state each connection's handler borrows for a pass.
-pub(super) struct Web {
+/// The app's state each connection's handler borrows for a pass: the
+/// site's routes over it are the handler ([`App`]).
+pub struct Web {
     pub(super) site: Site,
     pub(super) stats: Stats,
     /// Recent requests (`/api/requests.json`), allocated once.

@@ -1,7 +1,7 @@
 //! The guest the simulator runs: the production [`Service`] (stack, server,
 //! app) over a [`Nic`] whose ports are the real driver on the fake device,
-//! or, for the mutation tests, the real driver inside a wrapper that puts
-//! back one of the bugs the simulator must catch.
+//! or, for the mutation tests, the real driver or the app inside a wrapper
+//! that puts back one of the bugs the simulator must catch.
 
 use super::world::Target;
 use crate::app::{Site, Stats};
@@ -12,7 +12,7 @@ use crate::dev::net::{Driver, DriverError};
 use crate::dev::port::{Nic, OpenError, Port};
 use crate::http::Stamp;
 use crate::net::Stack;
-use crate::service::{AppParts, KeepLines, Readings, Service};
+use crate::service::{AppParts, KeepLines, Readings, Serves, Service, Web};
 use virtio_drivers::transport::DeviceStatus;
 
 /// How the simulator opens a port over the fake device (on boot and on
@@ -67,8 +67,8 @@ impl<O: Opener> Nic for SimNic<O> {
     }
 }
 
-pub struct Guest<O: Opener> {
-    service: Service<SimNic<O>, KeepLines>,
+pub struct Guest<O: Opener, A: Serves = Web> {
+    service: Service<SimNic<O>, KeepLines, A>,
     queue_size: usize,
 }
 
@@ -76,6 +76,19 @@ impl<O: Opener> Guest<O> {
     /// The guest as `boot.rs` composes it, with a static address (the
     /// clients' host is its gateway) and `queue_size`-entry rings.
     pub fn new(dev: FakeNet, opener: O, queue_size: usize, seed: u64) -> Guest<O> {
+        Guest::with_app(dev, opener, queue_size, seed, |web| web)
+    }
+}
+
+impl<O: Opener, A: Serves> Guest<O, A> {
+    /// [`Guest::new`], serving `wrap` of the app.
+    pub fn with_app(
+        dev: FakeNet,
+        opener: O,
+        queue_size: usize,
+        seed: u64,
+        wrap: impl FnOnce(Web) -> A,
+    ) -> Guest<O, A> {
         let text = std::format!("ip=10.0.2.15/24\nqueue_size={queue_size}");
         let config = Config::parse(&text, &mut |w| panic!("config warning: {w}"));
         let mut nic = SimNic {
@@ -97,13 +110,13 @@ impl<O: Opener> Guest<O> {
             version: "sim",
         };
         Guest {
-            service: Service::new(stack, &config, parts, KeepLines, 0),
+            service: Service::with_app(stack, &config, parts, KeepLines, 0, wrap),
             queue_size,
         }
     }
 }
 
-impl<O: Opener> Target for Guest<O> {
+impl<O: Opener, A: Serves> Target for Guest<O, A> {
     fn pass(&mut self, now: u64, tick: u64, irq: bool) -> bool {
         self.service
             .pass(now, tick, irq, Readings::default)

@@ -1,24 +1,33 @@
 //! Bugs the simulator must catch, put back in test code only: each is a
 //! wrapper around a production type (a NIC [`Port`], the driver's kick and
-//! transport, the clock the main loop reads), never a switch inside one.
-//! The tests at the end run the simulator with each and require a failure
-//! within the CI budget of one seed, printing the seed and virtual time.
+//! transport, the clock the main loop reads, the app's handler), never a
+//! switch inside one. The tests at the end run the simulator with each and
+//! require a failure within the CI budget of one seed, printing the seed and
+//! virtual time.
 //!
-//! Not expressed: a response offset that underflows. The offsets live in
-//! `http::Conn::transmit`, and the handler the server calls is built inside
-//! the service pass (`service::web`), so no wrapper can reach either without
-//! a switch in production code. The seam that would allow it: `Service`
-//! generic over its `App` (as `net::server::Server` already is), so a test
-//! composition could wrap the handler or the connection's writer.
+//! The handler is reached through the service's app ([`Service::with_app`]):
+//! a [`MutantApp`] holds the real [`Web`] and hands each connection its real
+//! routes inside a [`MutantHandler`]. What the connection does with a
+//! response (head, body by offset, resumed after partial sends) stays
+//! `http::Conn`'s own; the offsets a mutation can get wrong are the ones the
+//! app computes, those of a range.
+//!
+//! [`Service::with_app`]: crate::service::Service::with_app
 
 use super::guest::{Opener, RealDriver};
 use super::world::Target;
-use crate::app::Stats;
+use crate::app::routes::Scope;
+use crate::app::{Body, Handler, Request, Response, Stats};
 use crate::dev::fake_device::{FakeHal, FakeNet, FakeTransport};
 use crate::dev::masked::MaskedTransport;
 use crate::dev::net::{AuditError, Driver, DriverError, DriverStats, Kick, RxFrame};
 use crate::dev::offload::{Offloads, TxOffload};
 use crate::dev::port::Port;
+use crate::http::range::{ByteRange, ContentRange};
+use crate::http::response::status;
+use crate::http::{ConnEvent, Exchange};
+use crate::net::server::{App, ConnHandler, ServerCounters};
+use crate::service::{Serves, Web};
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::{Error, PhysAddr};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -321,6 +330,136 @@ impl<T: Target> Target for ClockOnInterrupt<T> {
     }
 }
 
+/// What a mutation changes in the app's answers; the real handler answers
+/// unless it says otherwise.
+pub trait ResponseMutation {
+    fn handle<H: Handler>(&mut self, handler: &mut H, req: &Request) -> Response {
+        handler.handle(req)
+    }
+}
+
+/// The real app with a mutation on its handlers.
+pub struct MutantApp<M> {
+    web: Web,
+    mutation: M,
+}
+
+impl<M: ResponseMutation> MutantApp<M> {
+    pub fn new(web: Web, mutation: M) -> Self {
+        MutantApp { web, mutation }
+    }
+}
+
+impl<M: ResponseMutation> App for MutantApp<M> {
+    type Scope = Scope;
+    type Handler<'a>
+        = MutantHandler<'a, M>
+    where
+        M: 'a;
+
+    fn handler(&mut self, scope: Scope, counters: &ServerCounters) -> MutantHandler<'_, M> {
+        MutantHandler {
+            real: self.web.handler(scope, counters),
+            mutation: &mut self.mutation,
+        }
+    }
+}
+
+impl<M: ResponseMutation> Serves for MutantApp<M> {
+    fn web(&self) -> &Web {
+        &self.web
+    }
+    fn web_mut(&mut self) -> &mut Web {
+        &mut self.web
+    }
+}
+
+/// A connection's real handler, its answers passed through a mutation.
+pub struct MutantHandler<'a, M> {
+    real: <Web as App>::Handler<'a>,
+    mutation: &'a mut M,
+}
+
+impl<M: ResponseMutation> Handler for MutantHandler<'_, M> {
+    fn handle(&mut self, req: &Request) -> Response {
+        self.mutation.handle(&mut self.real, req)
+    }
+    fn on_response(&mut self, exchange: &Exchange<'_>) {
+        self.real.on_response(exchange)
+    }
+    fn on_sent(&mut self, exchange: &Exchange<'_>) {
+        self.real.on_sent(exchange)
+    }
+}
+
+impl<M: ResponseMutation> ConnHandler for MutantHandler<'_, M> {
+    fn on_event(&mut self, event: ConnEvent, current: Option<&Exchange<'_>>) {
+        self.real.on_event(event, current)
+    }
+    fn on_unfinished(&mut self, exchange: &Exchange<'_>) {
+        self.real.on_unfinished(exchange)
+    }
+}
+
+/// A range resolved without checking that it starts inside the
+/// representation (`http::range::evaluate` without its `first < len`): a
+/// `bytes=3000-3999` of a 1,000-byte file is cut to end at byte 999, and the
+/// part, taken by offset and length, has length `last - first + 1`
+/// ([`ByteRange::len`]), which underflows. With overflow checks that is a
+/// panic; without, a 206 with an empty part where a 416 was due. The rest is
+/// the site's path: the representation it selected (a request without the
+/// `Range`), the part of it, the 206's fields. Ranges the site did not act
+/// on (no 206 or 416: `If-Range` failed, a 304) and forms other than one
+/// `bytes=first-last` are answered by the real handler.
+#[derive(Default)]
+pub struct RangeStartUnchecked;
+
+impl ResponseMutation for RangeStartUnchecked {
+    fn handle<H: Handler>(&mut self, handler: &mut H, req: &Request) -> Response {
+        let answer = handler.handle(req);
+        if !matches!(
+            answer.status,
+            status::PARTIAL_CONTENT | status::RANGE_NOT_SATISFIABLE
+        ) {
+            return answer;
+        }
+        let Some((first, last)) = req.range.and_then(one_range) else {
+            return answer;
+        };
+        let whole = handler.handle(&Request {
+            range: None,
+            ..*req
+        });
+        let Body::Static(body) = whole.body else {
+            return answer;
+        };
+        let complete = body.len() as u64;
+        let range = ByteRange {
+            first,
+            last: last.min(complete - 1),
+        };
+        let start = usize::try_from(range.first).unwrap_or(usize::MAX);
+        let count = usize::try_from(range.len()).unwrap_or(usize::MAX);
+        let part = body
+            .get(start..)
+            .unwrap_or_default()
+            .get(..count)
+            .unwrap_or_default();
+        Response {
+            status: status::PARTIAL_CONTENT,
+            content_range: Some(ContentRange::Bytes { range, complete }),
+            body: Body::Static(part),
+            ..whole
+        }
+    }
+}
+
+/// `bytes=first-last`, the one form the simulator's clients send.
+fn one_range(value: &str) -> Option<(u64, u64)> {
+    let (first, last) = value.strip_prefix("bytes=")?.split_once('-')?;
+    Some((first.parse().ok()?, last.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::guest::Guest;
@@ -396,6 +535,72 @@ mod tests {
         caught("tx-waits-for-notification", |dev, s| {
             Guest::new(dev, Mutated::<N, _>(TxWaitsForNotification::default), N, s)
         });
+    }
+
+    #[test]
+    fn a_response_offset_that_underflows() {
+        caught("range-start-unchecked", |dev, s| {
+            Guest::with_app(dev, super::super::guest::Real::<N>, N, s, |web| {
+                MutantApp::new(web, RangeStartUnchecked)
+            })
+        });
+    }
+
+    /// The mutation changes only ranges that start past the end: every
+    /// other range of every representation is answered as the site does.
+    #[test]
+    fn the_range_mutation_is_the_site_path_but_for_its_guard() {
+        use crate::app::Site;
+        use crate::app::assets::ASSETS;
+        use crate::http::AcceptEncoding;
+        let mut site = Site::baked();
+        let mut checked = 0;
+        for asset in ASSETS.iter().filter(|a| !a.body.is_empty()) {
+            for coding in [None, Some(&b"gzip"[..]), Some(&b"br"[..])] {
+                let mut accept = AcceptEncoding::default();
+                if let Some(c) = coding {
+                    accept.add(c);
+                }
+                let len = site.handle(&Request {
+                    accept_encoding: accept,
+                    ..Request::get(asset.path)
+                });
+                let len = len.body.len() as u64;
+                for (first, last) in [
+                    (0, 0),
+                    (1, 3),
+                    (0, len - 1),
+                    (len - 1, len + 5),
+                    (0, 99_999),
+                ] {
+                    let value = std::format!("bytes={first}-{last}");
+                    let req = Request {
+                        accept_encoding: accept,
+                        range: Some(&value),
+                        ..Request::get(asset.path)
+                    };
+                    let real = site.handle(&req);
+                    let mutant = RangeStartUnchecked.handle(&mut site, &req);
+                    assert_eq!(mutant, real, "{} {value}", asset.path);
+                    checked += usize::from(real.status == 206);
+                }
+                // Past the end: the real 416, the mutant's underflow.
+                let value = std::format!("bytes={len}-{}", len + 10);
+                let req = Request {
+                    accept_encoding: accept,
+                    range: Some(&value),
+                    ..Request::get(asset.path)
+                };
+                assert_eq!(site.handle(&req).status, 416);
+                let mutant = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    RangeStartUnchecked.handle(&mut site, &req)
+                }));
+                let message = mutant.expect_err("the range's length underflows");
+                let message = message.downcast_ref::<&str>().copied().unwrap_or("");
+                assert!(message.contains("subtract with overflow"), "{message}");
+            }
+        }
+        assert!(checked > 100, "{checked} ranges compared");
     }
 
     #[test]
