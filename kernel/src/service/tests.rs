@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::dev::fake_device::DeviceConfig;
-use crate::dev::fake_nic::FakeNic;
+use crate::dev::fake_nic::{FakeNic, Real};
 use crate::dev::faults::NoRepostNic;
 use crate::dev::port::Nic;
 use crate::net::Health;
@@ -14,8 +14,8 @@ const GUEST_IP: [u8; 4] = [10, 0, 2, 15];
 const PEER_IP: [u8; 4] = [10, 0, 2, 2];
 const PEER_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
 
-fn service() -> Service<FakeNic<N>, KeepLines> {
-    service_over(FakeNic::<N>::new(DeviceConfig::modern()))
+fn service() -> Service<FakeNic<Real<N>>, KeepLines> {
+    service_over(FakeNic::<Real<N>>::new(DeviceConfig::modern()))
 }
 
 fn service_over<D: Nic>(mut nic: D) -> Service<D, KeepLines> {
@@ -57,7 +57,7 @@ fn arp_request(target: [u8; 4]) -> Vec<u8> {
     f
 }
 
-fn nic(service: &mut Service<FakeNic<N>, KeepLines>) -> &mut FakeNic<N> {
+fn nic(service: &mut Service<FakeNic<Real<N>>, KeepLines>) -> &mut FakeNic<Real<N>> {
     service.stack().nic()
 }
 
@@ -140,9 +140,12 @@ fn the_tick_resets_a_device_that_asks_for_it_and_serving_goes_on() {
 
 #[test]
 fn a_port_that_stops_reposting_is_reset_by_the_audit() {
-    let mut s = service_over(NoRepostNic::new(FakeNic::<N>::new(DeviceConfig::modern())));
-    let dev =
-        |s: &mut Service<NoRepostNic<FakeNic<N>>, KeepLines>| s.stack().nic().inner().dev.clone();
+    let mut s = service_over(NoRepostNic::new(FakeNic::<Real<N>>::new(
+        DeviceConfig::modern(),
+    )));
+    let dev = |s: &mut Service<NoRepostNic<FakeNic<Real<N>>>, KeepLines>| {
+        s.stack().nic().inner().dev.clone()
+    };
     let request = arp_request(GUEST_IP);
     let frames: Vec<&[u8]> = (0..N).map(|_| &request[..]).collect();
     assert_eq!(dev(&mut s).send_to_guest(frames), N);
@@ -169,7 +172,7 @@ fn frames_of(frame: &[u8], n: usize) -> Vec<&[u8]> {
     (0..n).map(|_| frame).collect()
 }
 
-fn nic_resets(s: &mut Service<NoRepostNic<FakeNic<N>>, KeepLines>) -> u32 {
+fn nic_resets(s: &mut Service<NoRepostNic<FakeNic<Real<N>>>, KeepLines>) -> u32 {
     s.stack().nic().inner().opened - 1
 }
 
@@ -181,7 +184,7 @@ fn nic_resets(s: &mut Service<NoRepostNic<FakeNic<N>>, KeepLines>) -> u32 {
 fn ports_and_the_service_are_cheap_to_move() {
     use crate::dev::fake_nic::FakeDriver;
     assert!(core::mem::size_of::<FakeDriver<256>>() <= 1024);
-    assert!(core::mem::size_of::<Service<NoRepostNic<FakeNic<256>>, KeepLines>>() <= 4096);
+    assert!(core::mem::size_of::<Service<NoRepostNic<FakeNic<Real<256>>>, KeepLines>>() <= 4096);
 }
 
 /// The client's end of the wire: frames the client sent (for the guest) and
@@ -233,7 +236,7 @@ impl smoltcp::phy::Device for Wire {
 
 /// Sends `request` from a client at PEER_IP to the guest's `port` through
 /// the fake device and returns what came back before the guest closed.
-fn exchange(s: &mut Service<FakeNic<N>, KeepLines>, port: u16, request: &[u8]) -> Vec<u8> {
+fn exchange(s: &mut Service<FakeNic<Real<N>>, KeepLines>, port: u16, request: &[u8]) -> Vec<u8> {
     use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
     use smoltcp::socket::tcp;
     use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, Ipv4Address};

@@ -6,69 +6,15 @@
 use super::world::Target;
 use crate::app::{Site, Stats};
 use crate::config::Config;
-use crate::dev::fake_device::{FakeHal, FakeKick, FakeNet, FakeTransport};
-use crate::dev::masked::MaskedTransport;
-use crate::dev::net::{Driver, DriverError};
-use crate::dev::port::{Nic, OpenError, Port};
+use crate::dev::fake_device::FakeNet;
+use crate::dev::fake_nic::{FakeNic, Opener};
+use crate::dev::port::{Nic, Port};
 use crate::http::Stamp;
 use crate::net::Stack;
 use crate::service::{AppParts, KeepLines, Readings, Serves, Service, Web};
-use virtio_drivers::transport::DeviceStatus;
-
-/// How the simulator opens a port over the fake device (on boot and on
-/// every reset).
-pub trait Opener {
-    type Port: Port;
-    fn open(&mut self, dev: &FakeNet) -> Result<Self::Port, DriverError>;
-}
-
-/// The real driver, as the guest runs it.
-pub type RealDriver<const N: usize> = Driver<FakeHal, MaskedTransport<FakeTransport>, FakeKick, N>;
-
-pub struct Real<const N: usize>;
-
-impl<const N: usize> Opener for Real<N> {
-    type Port = RealDriver<N>;
-    fn open(&mut self, dev: &FakeNet) -> Result<RealDriver<N>, DriverError> {
-        RealDriver::<N>::start(MaskedTransport(dev.transport()), dev.kick())
-    }
-}
-
-/// The device behind the ports: one driver at a time, reset on reopen.
-pub struct SimNic<O: Opener> {
-    pub dev: FakeNet,
-    opener: O,
-    open: bool,
-}
-
-impl<O: Opener> Nic for SimNic<O> {
-    type Port = O::Port;
-
-    fn open(&mut self, previous: Option<O::Port>) -> Result<O::Port, OpenError> {
-        if let Some(old) = previous {
-            drop(old);
-            self.open = false;
-        }
-        if self.open {
-            return Err(OpenError::StillOpen);
-        }
-        // The guest's reopen starts the device from reset.
-        self.dev.state_mut().status = DeviceStatus::empty();
-        let port = self.opener.open(&self.dev).map_err(OpenError::Driver)?;
-        self.open = true;
-        Ok(port)
-    }
-
-    fn needs_reset(&self) -> bool {
-        self.dev
-            .state()
-            .status
-            .contains(DeviceStatus::DEVICE_NEEDS_RESET)
-    }
-}
 
 pub struct Guest<O: Opener, A: Serves = Web> {
-    service: Service<SimNic<O>, KeepLines, A>,
+    service: Service<FakeNic<O>, KeepLines, A>,
     queue_size: usize,
 }
 
@@ -91,11 +37,7 @@ impl<O: Opener, A: Serves> Guest<O, A> {
     ) -> Guest<O, A> {
         let text = std::format!("ip=10.0.2.15/24\nqueue_size={queue_size}");
         let config = Config::parse(&text, &mut |w| panic!("config warning: {w}"));
-        let mut nic = SimNic {
-            dev,
-            opener,
-            open: false,
-        };
+        let mut nic = FakeNic::with_opener(dev, opener);
         let port = nic.open(None).expect("the fake device opens");
         let stack = Stack::new(nic, port, &config, 0, seed, seed.rotate_left(17));
         let parts = AppParts {

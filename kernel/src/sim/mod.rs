@@ -89,7 +89,7 @@ mod tests {
         };
         let start = std::time::Instant::now();
         let r = world::run(opts, |nic, s| {
-            super::guest::Guest::new(nic, super::guest::Real::<16>, 16, s)
+            super::guest::Guest::new(nic, crate::dev::fake_nic::Real::<16>, 16, s)
         })
         .unwrap_or_else(|f| panic!("{f}"));
         std::eprintln!(

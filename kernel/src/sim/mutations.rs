@@ -14,11 +14,11 @@
 //!
 //! [`Service::with_app`]: crate::service::Service::with_app
 
-use super::guest::{Opener, RealDriver};
 use super::world::Target;
 use crate::app::routes::Scope;
 use crate::app::{Body, Handler, Request, Response, Stats};
 use crate::dev::fake_device::{FakeHal, FakeNet, FakeTransport};
+use crate::dev::fake_nic::{FakeDriver, Opener, Real};
 use crate::dev::masked::MaskedTransport;
 use crate::dev::net::{AuditError, Driver, DriverError, DriverStats, Kick, RxFrame};
 use crate::dev::offload::{Offloads, TxOffload};
@@ -110,9 +110,9 @@ impl<P: Port, M: Mutation> Port for Mutant<P, M> {
 pub struct Mutated<const N: usize, M>(pub fn() -> M);
 
 impl<const N: usize, M: Mutation> Opener for Mutated<N, M> {
-    type Port = Mutant<RealDriver<N>, M>;
+    type Port = Mutant<FakeDriver<N>, M>;
     fn open(&mut self, dev: &FakeNet) -> Result<Self::Port, DriverError> {
-        let port = super::guest::Real::<N>.open(dev)?;
+        let port = Real::<N>.open(dev)?;
         Ok(Mutant {
             port,
             mutation: (self.0)(),
@@ -540,7 +540,7 @@ mod tests {
     #[test]
     fn a_response_offset_that_underflows() {
         caught("range-start-unchecked", |dev, s| {
-            Guest::with_app(dev, super::super::guest::Real::<N>, N, s, |web| {
+            Guest::with_app(dev, Real::<N>, N, s, |web| {
                 MutantApp::new(web, RangeStartUnchecked)
             })
         });
@@ -609,7 +609,7 @@ mod tests {
     #[ignore = "minutes in a debug build: scripts/sim --mutations"]
     fn a_deadline_that_never_fires() {
         caught("clock-on-interrupt", |dev, s| {
-            ClockOnInterrupt::new(Guest::new(dev, super::super::guest::Real::<N>, N, s))
+            ClockOnInterrupt::new(Guest::new(dev, Real::<N>, N, s))
         });
     }
 }
