@@ -356,16 +356,20 @@ fn init_interrupts() -> alloc::vec::Vec<ioapic::IoApic> {
         }
     }
     let cal = clock::calibrate();
-    log::info!(
-        "clock: tsc {} kHz, lapic timer {} kHz{}",
-        cal.tsc_hz / 1000,
-        cal.lapic_hz / 1000,
-        if cal.from_pit {
-            " (calibrated against PIT)"
-        } else {
-            " (PIT silent: assumed)"
-        }
-    );
+    match cal.uncertainty_ppm {
+        Some(ppm) => log::info!(
+            "clock: tsc {} kHz, lapic timer {} kHz (calibrated against PIT, +-{ppm} ppm, {} window(s))",
+            cal.tsc_hz / 1000,
+            cal.lapic_hz / 1000,
+            cal.windows
+        ),
+        None => log::warn!(
+            "clock: tsc {} kHz, lapic timer {} kHz (PIT silent in {} window(s): assumed)",
+            cal.tsc_hz / 1000,
+            cal.lapic_hz / 1000,
+            cal.windows
+        ),
+    }
     clock::start_tick(idt::TIMER_VECTOR, cal.lapic_hz);
     log::info!("irq: lapic {} timer at {} Hz", lapic::id(), clock::TICK_HZ);
     found

@@ -33,7 +33,8 @@
 //! loop, the one place where `net` and `app` meet; [`access_sink`],
 //! [`wall_clock`] and [`site_source`] connect the access log, the time of day
 //! and the site to their devices. The pure modules [`config`], [`cmdline`] and
-//! [`diag`] read input and format output for all of them.
+//! [`diag`] read input and format output for all of them;
+//! [`clock_calibration`] is the arithmetic of `arch`'s clock calibration.
 //!
 //! # Where `unsafe` is
 //!
@@ -48,7 +49,7 @@
 //! # Host and guest
 //!
 //! `http`, `app`, the pure parts of `net` and `dev` (with the device model),
-//! [`config`], [`cmdline`], [`diag`], [`mem::frames`] and [`wall_clock`] build
+//! [`config`], [`cmdline`], [`diag`], [`clock_calibration`], [`mem::frames`] and [`wall_clock`] build
 //! on the host and are unit tested there. Everything that touches the CPU
 //! exists only for `target_os = "none"`.
 //!
@@ -85,6 +86,7 @@
 extern crate alloc;
 
 pub mod app;
+pub mod clock_calibration;
 pub mod cmdline;
 pub mod config;
 pub mod dev;

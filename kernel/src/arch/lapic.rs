@@ -78,9 +78,10 @@ pub fn start_calibration_count() {
     write(TIMER_INITIAL, u32::MAX);
 }
 
-/// Counts elapsed since `start_calibration_count` (divide-by-16 ticks).
-pub fn calibration_elapsed() -> u32 {
-    u32::MAX - read(TIMER_CURRENT)
+/// The timer's current count (divide-by-16 ticks, counting down from
+/// `start_calibration_count`).
+pub fn calibration_count() -> u32 {
+    read(TIMER_CURRENT)
 }
 
 /// Periodic timer: `count` divide-by-16 ticks per interrupt on `vector`.
