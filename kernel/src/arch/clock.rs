@@ -78,7 +78,7 @@ pub struct Calibration {
 }
 
 /// Measures the TSC and the LAPIC timer against PIT channel 0: the best of
-/// up to [`CALIBRATION_ATTEMPTS`] windows (see [`crate::clock_calibration`]).
+/// up to `CALIBRATION_ATTEMPTS` windows (see [`crate::clock_calibration`]).
 pub fn calibrate() -> Calibration {
     TSC_AT_BOOT.store(cpu::rdtsc(), Ordering::Relaxed);
     let (rates, windows) = best_of(CALIBRATION_ATTEMPTS, CALIBRATION_TICKS, measure_window);
