@@ -1,5 +1,5 @@
 //! Bring-up order: CPU tables, heap, configuration, interrupts, devices;
-//! then [`serving`] (the main loop), or the idle loop without a NIC.
+//! then `serving` (the main loop), or the idle loop without a NIC.
 
 use crate::arch::{
     self, clock, cpu, fault, gdt, idt, ioapic, lapic, lockup, pic, rtc, serial, watchdog,
