@@ -693,10 +693,6 @@ impl<T: Target> Sim<T> {
             // by the device's bounded queue), and clients' retransmission
             // timers have backed off to smoltcp's 60 s maximum.
             self.disturbed_until(self.paused_until + PAUSE_GRACE_MS);
-            // The first pass after a pause of more than 3 s that transmits
-            // resets the NIC: the TX watch's clock started before the pause
-            // (`net::stack`, "no TX completion with frames in flight").
-            self.device.resets_allowed += 1;
             self.event(format!("VM paused until {}", human(self.paused_until)));
         }
         if self.rng.chance(8) {
