@@ -535,6 +535,7 @@ impl<T: Target> Sim<T> {
         if let Some((e, at)) = self.device.event
             && now >= at
             && now >= self.paused_until
+            && (e != DeviceEvent::HostileUsedEntry || self.rx_buffer_available())
         {
             self.device.event = None;
             let dev = &self.device.nic;
@@ -544,7 +545,11 @@ impl<T: Target> Sim<T> {
                     .status
                     .insert(virtio_drivers::transport::DeviceStatus::DEVICE_NEEDS_RESET),
                 DeviceEvent::HostileUsedEntry => {
-                    if dev.state().queues[0].addrs.is_some() {
+                    // The bogus entry stands for a buffer the device took, as
+                    // every used entry does: one on top of a ring's worth of
+                    // completions would overrun the used ring and be
+                    // overwritten before the driver saw it.
+                    if dev.take(0).is_some() {
                         let id = 1000 + self.rng.below(1000) as u32;
                         dev.push_used_raw(0, id, 60);
                     }
@@ -554,6 +559,13 @@ impl<T: Target> Sim<T> {
             self.event(format!("device {e:?}"));
         }
         Ok(())
+    }
+
+    /// The device has an RX buffer it could complete (so a hostile used
+    /// entry keeps the used ring within the buffers posted).
+    fn rx_buffer_available(&self) -> bool {
+        let dev = &self.device.nic;
+        dev.state().queues[0].addrs.is_some() && dev.available(0) > 0
     }
 
     /// Between busy periods, with the clients gone: every socket listens
