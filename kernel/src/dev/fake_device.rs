@@ -327,6 +327,17 @@ impl FakeNet {
         self.0.borrow_mut().violations.push(what);
     }
 
+    /// A violation QEMU answers with `virtio_error`: the device marks itself
+    /// broken and, on a virtio 1.0 device, sets NEEDS_RESET, so the driver
+    /// learns of rings out of step that it cannot see itself.
+    fn broken(&self, what: String) {
+        self.violation(what);
+        let mut s = self.0.borrow_mut();
+        if s.driver_features.unwrap_or(0) & F_VERSION_1 != 0 {
+            s.status.insert(DeviceStatus::DEVICE_NEEDS_RESET);
+        }
+    }
+
     /// The virtio-net header length for the negotiated features.
     pub fn header_len(&self) -> usize {
         let features = self.0.borrow().driver_features.unwrap_or(0);
@@ -387,7 +398,7 @@ impl FakeNet {
         }
         if pending > a.size {
             // QEMU: "Guest moved used index from %u to %u" -> device needs reset.
-            self.violation(std::format!(
+            self.broken(std::format!(
                 "queue {queue}: {pending} entries available, more than the queue size {}",
                 a.size
             ));

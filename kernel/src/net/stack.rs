@@ -19,6 +19,10 @@ pub const DHCP_FALLBACK_MS: u64 = 3_000;
 const UNPOSTED_TICKS_LIMIT: u32 = 3;
 /// TX frames in flight with no completion for this long: the device is wedged.
 const TX_WEDGE_MS: u64 = 3_000;
+/// A gap between ticks this long (a hundred ticks) is the clock jumping over
+/// a pause of the whole VM (live migration, a snapshot, a suspended host),
+/// during which the device did not run either: not time without completions.
+const CLOCK_JUMP_MS: u64 = 1_000;
 
 /// Driver counters that survive device resets (each reset starts a new driver).
 #[derive(Debug, Clone, Copy, Default)]
@@ -123,6 +127,8 @@ pub struct Stack<D: Nic> {
     ticks_short_of_buffers: u32,
     /// TX used index and when it last moved while frames were in flight.
     tx_watch: (u16, u64),
+    /// When housekeeping last ran, to see the clock jump over a pause.
+    last_tick_ms: u64,
     iface: Interface,
     pub sockets: SocketSet<'static>,
     dhcp: Option<SocketHandle>,
@@ -179,6 +185,7 @@ impl<D: Nic> Stack<D> {
             carried: Totals::default(),
             ticks_short_of_buffers: 0,
             tx_watch: (0, now_ms),
+            last_tick_ms: now_ms,
             iface,
             sockets: SocketSet::new(alloc::vec::Vec::new()),
             dhcp: None,
@@ -323,8 +330,15 @@ impl<D: Nic> Stack<D> {
 
     /// Once per timer tick: kick both queues again whatever the interrupts did
     /// (a lost notification in either direction costs at most one tick), then
-    /// audit the rings and reset the device if it is wedged or broken.
+    /// audit the rings and reset the device if it is wedged or broken. A
+    /// clock jump since the last tick restarts the TX watch: the host paused
+    /// the device with the guest, so the gap says nothing about completions.
     pub fn tick_housekeeping(&mut self, now_ms: u64) {
+        let jumped = now_ms.saturating_sub(self.last_tick_ms) >= CLOCK_JUMP_MS;
+        self.last_tick_ms = now_ms;
+        if jumped {
+            self.tx_watch.1 = now_ms;
+        }
         if let Some(driver) = self.phy.driver_mut() {
             driver.refill();
             driver.kick_queues();
@@ -483,3 +497,6 @@ impl<D: Nic> Stack<D> {
         self.iface.poll_delay(instant(now_ms), &self.sockets)
     }
 }
+
+#[cfg(test)]
+mod tests;

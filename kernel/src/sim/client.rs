@@ -216,8 +216,9 @@ impl Clients {
     }
 
     /// Runs the interface and every session at `now`. `calm_since`: since
-    /// when the network and the device have behaved (for the stall check).
-    pub fn step(&mut self, now: u64, calm_since: u64) -> Result<(), String> {
+    /// when the network and the device have behaved (for the stall check);
+    /// `steady_since`: the same but for VM pauses.
+    pub fn step(&mut self, now: u64, calm_since: u64, steady_since: u64) -> Result<(), String> {
         self.iface
             .poll(instant(now), &mut self.port, &mut self.sockets);
         let mut i = 0;
@@ -227,6 +228,7 @@ impl Clients {
                 &mut self.sockets,
                 now,
                 calm_since,
+                steady_since,
                 &mut self.counts,
             )?;
             if gone {
@@ -282,6 +284,7 @@ fn drive(
     sockets: &mut SocketSet<'static>,
     now: u64,
     calm_since: u64,
+    steady_since: u64,
     counts: &mut Counts,
 ) -> Result<bool, String> {
     let socket = sockets.get_mut::<tcp::Socket>(s.handle);
@@ -423,11 +426,13 @@ fn drive(
         // A slow reader's window is its own doing; it reads on schedule.
         _ => !s.waiting.is_empty() || !s.established,
     };
-    // Judged only for sessions whose handshake was in calm weather: one
-    // made through a lossy or paused network may be a connection the server
-    // never had, which only the client's retransmissions can mend.
+    // Judged only for sessions whose handshake was in steady weather: one
+    // made through a lossy network or under pool pressure may be a
+    // connection the server never had (or one waiting for a socket), which
+    // only the client's retransmissions can mend. A VM pause is not such
+    // weather: a handshake through it must make a connection that answers.
     let since = s.last_progress.max(calm_since);
-    if waiting_on_server && s.opened_at >= calm_since && now.saturating_sub(since) > STALL_MS {
+    if waiting_on_server && s.opened_at >= steady_since && now.saturating_sub(since) > STALL_MS {
         return Err(format!(
             "stall: session from port {} opened at {} ms ({:?}), {} responses awaited, {} bytes of the first received, no progress since {} ms, socket {:?}",
             socket.local_endpoint().map_or(0, |e| e.port),

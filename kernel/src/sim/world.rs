@@ -291,6 +291,9 @@ struct Sim<T: Target> {
     clients: Clients,
     traffic: Traffic,
     calm_since: u64,
+    /// Since when nothing but VM pauses disturbed the network and device: a
+    /// session opened since then must not stall (see `client::drive`).
+    steady_since: u64,
     /// The guest is stopped (a VM pause) until then.
     paused_until: u64,
     may_sleep: bool,
@@ -338,6 +341,7 @@ impl<T: Target> Sim<T> {
                 periods: 0,
             },
             calm_since: 0,
+            steady_since: 0,
             paused_until: 0,
             may_sleep: false,
             guest_next: None,
@@ -361,6 +365,15 @@ impl<T: Target> Sim<T> {
 
     fn disturbed_until(&mut self, until: u64) {
         self.calm_since = self.calm_since.max(until + GRACE_MS);
+        self.steady_since = self.steady_since.max(until + GRACE_MS);
+    }
+
+    /// A VM pause: the clients' retransmission timers back off through it
+    /// and frames queued through it arrive at once, so progress is judged
+    /// only after a grace; but a connection opened through it is an
+    /// ordinary one (the guest and the device stopped together).
+    fn paused_through(&mut self, until: u64) {
+        self.calm_since = self.calm_since.max(until + PAUSE_GRACE_MS + GRACE_MS);
     }
 
     fn report(&mut self) -> Report {
@@ -410,7 +423,8 @@ impl<T: Target> Sim<T> {
             self.inbound.clear();
             self.wire.to_clients.due(self.now, &mut self.inbound);
             self.clients.port.rx.extend(self.inbound.drain(..));
-            self.clients.step(self.now, self.calm_since)?;
+            self.clients
+                .step(self.now, self.calm_since, self.steady_since)?;
             for frame in self.clients.port.tx.drain(..) {
                 self.wire.send_to_guest(self.now, frame, &mut self.rng);
             }
@@ -521,6 +535,7 @@ impl<T: Target> Sim<T> {
         if let Some((e, at)) = self.device.event
             && now >= at
             && now >= self.paused_until
+            && (e != DeviceEvent::HostileUsedEntry || self.rx_buffer_available())
         {
             self.device.event = None;
             let dev = &self.device.nic;
@@ -530,7 +545,11 @@ impl<T: Target> Sim<T> {
                     .status
                     .insert(virtio_drivers::transport::DeviceStatus::DEVICE_NEEDS_RESET),
                 DeviceEvent::HostileUsedEntry => {
-                    if dev.state().queues[0].addrs.is_some() {
+                    // The bogus entry stands for a buffer the device took, as
+                    // every used entry does: one on top of a ring's worth of
+                    // completions would overrun the used ring and be
+                    // overwritten before the driver saw it.
+                    if dev.take(0).is_some() {
                         let id = 1000 + self.rng.below(1000) as u32;
                         dev.push_used_raw(0, id, 60);
                     }
@@ -540,6 +559,13 @@ impl<T: Target> Sim<T> {
             self.event(format!("device {e:?}"));
         }
         Ok(())
+    }
+
+    /// The device has an RX buffer it could complete (so a hostile used
+    /// entry keeps the used ring within the buffers posted).
+    fn rx_buffer_available(&self) -> bool {
+        let dev = &self.device.nic;
+        dev.state().queues[0].addrs.is_some() && dev.available(0) > 0
     }
 
     /// Between busy periods, with the clients gone: every socket listens
@@ -644,6 +670,7 @@ impl<T: Target> Sim<T> {
         if weather == Weather::CALM && self.calm_since > self.now + GRACE_MS * 100 {
             // The storm of the previous period is over.
             self.calm_since = self.now + GRACE_MS;
+            self.steady_since = self.now + GRACE_MS;
         }
         self.wire.set_weather(weather);
         if self.traffic.concurrency > POOL_PRESSURE {
@@ -692,11 +719,7 @@ impl<T: Target> Sim<T> {
             // Frames queued through the pause arrive at once (some dropped
             // by the device's bounded queue), and clients' retransmission
             // timers have backed off to smoltcp's 60 s maximum.
-            self.disturbed_until(self.paused_until + PAUSE_GRACE_MS);
-            // The first pass after a pause of more than 3 s that transmits
-            // resets the NIC: the TX watch's clock started before the pause
-            // (`net::stack`, "no TX completion with frames in flight").
-            self.device.resets_allowed += 1;
+            self.paused_through(self.paused_until);
             self.event(format!("VM paused until {}", human(self.paused_until)));
         }
         if self.rng.chance(8) {

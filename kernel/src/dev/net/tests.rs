@@ -604,6 +604,11 @@ fn used_idx_jump_past_queue_size_is_surfaced_and_nothing_is_lost() {
     // The device sees more buffers offered than its queue holds: it needs a reset.
     dev.send_to_guest([frame(99).as_slice()]);
     assert!(!dev.violations().is_empty());
+    assert!(
+        dev.state()
+            .status
+            .contains(virtio_drivers::transport::DeviceStatus::DEVICE_NEEDS_RESET)
+    );
 }
 
 /// TX: a completion for a token that is not in flight is reported, nothing

@@ -10,8 +10,24 @@
 //! The cookie is Linux's layout:
 //!
 //! ```text
-//! cookie = H0(tuple) + their ISN + (count << 24) + ((H1(tuple, count) + mss index) & 0xffffff)
+//! cookie = H0(tuple) + their ISN + (count << 24) + ((H1(tuple, count, their ISN) + (mss index << 22)) & 0xffffff)
 //! ```
+//!
+//! Linux adds the index itself (0..3). Linux checks cookies only for ACKs
+//! that come while it is sending them, under a flood; this interface sends a
+//! cookie for every SYN, so every ACK that matches no connection is checked,
+//! among them a stray segment of a connection already gone (evicted, or
+//! reset). Such a segment carries `seq = ISN + 1 + k` after `k` bytes of its
+//! stream, so it presents `their_isn + k` and the check sees `index - k`,
+//! which for `k <= index` is another valid index: a segment 1-3 bytes into
+//! a stream would open a connection that starts in the middle of it. The
+//! index is therefore stored in the top two of the 24 bits, so the valid
+//! values are the multiples of `1 << 22` and a shift of the ISN or of the
+//! acknowledged cookie by less than `1 << 22` (4 MiB of either stream) never
+//! passes. And since a segment shifted by the same amount in both streams
+//! cancels out in the sum, `H1` also covers their ISN (Linux's does not):
+//! a wrong ISN then draws an unrelated field, which passes with the odds of
+//! a forgery. Those stay 4 in `1 << 24` per counter value, as in Linux.
 //!
 //! `H0`, `H1` are SipHash-2-4 under two secret keys; `count` is a minute
 //! counter, so a cookie is accepted during the minute it was made and the
@@ -27,6 +43,9 @@ use crate::wire::IpAddress;
 /// Bits of the cookie below the time counter.
 const COOKIE_BITS: u32 = 24;
 const COOKIE_MASK: u32 = (1 << COOKIE_BITS) - 1;
+/// Where the MSS index sits within those bits: at the top, so the valid
+/// values are far apart (see the module doc).
+const MSS_SHIFT: u32 = COOKIE_BITS - 2;
 /// Length of one counter step: a cookie stays valid for one to two steps.
 pub const COOKIE_PERIOD_MS: i64 = 60_000;
 /// Counter steps a cookie may age (Linux's `MAX_SYNCOOKIE_AGE`).
@@ -92,8 +111,8 @@ impl SynCookies {
         MSS_TABLE.iter().rposition(|&m| m <= offered).unwrap_or(0) as u32
     }
 
-    fn hash(&self, key: usize, t: &CookieTuple, count: u32) -> u32 {
-        let mut buf = [0u8; 16 + 16 + 4 + 4];
+    fn hash(&self, key: usize, t: &CookieTuple, count: u32, their_isn: u32) -> u32 {
+        let mut buf = [0u8; 16 + 16 + 4 + 4 + 4];
         let mut len = 0;
         for addr in [&t.remote_addr, &t.local_addr] {
             let bytes: &[u8] = match addr {
@@ -108,7 +127,8 @@ impl SynCookies {
         buf[len..len + 2].copy_from_slice(&t.remote_port.to_be_bytes());
         buf[len + 2..len + 4].copy_from_slice(&t.local_port.to_be_bytes());
         buf[len + 4..len + 8].copy_from_slice(&count.to_le_bytes());
-        len += 8;
+        buf[len + 8..len + 12].copy_from_slice(&their_isn.to_le_bytes());
+        len += 12;
         siphash24(self.keys[key], &buf[..len]) as u32
     }
 
@@ -124,10 +144,14 @@ impl SynCookies {
         let index = Self::mss_index(mss);
         let count = Self::count(now);
         let cookie = self
-            .hash(0, t, 0)
+            .hash(0, t, 0, 0)
             .wrapping_add(their_isn)
             .wrapping_add(count << COOKIE_BITS)
-            .wrapping_add(self.hash(1, t, count).wrapping_add(index) & COOKIE_MASK);
+            .wrapping_add(
+                self.hash(1, t, count, their_isn)
+                    .wrapping_add(index << MSS_SHIFT)
+                    & COOKIE_MASK,
+            );
         (cookie, MSS_TABLE[index as usize])
     }
 
@@ -142,7 +166,7 @@ impl SynCookies {
     ) -> Option<u16> {
         let count = Self::count(now);
         let rest = cookie
-            .wrapping_sub(self.hash(0, t, 0))
+            .wrapping_sub(self.hash(0, t, 0, 0))
             .wrapping_sub(their_isn);
         // The counter travels in the top 8 bits; compare modulo 256.
         let age = count.wrapping_sub(rest >> COOKIE_BITS) & (u32::MAX >> COOKIE_BITS);
@@ -150,8 +174,11 @@ impl SynCookies {
             return None;
         }
         let made = count.wrapping_sub(age);
-        let index = rest.wrapping_sub(self.hash(1, t, made)) & COOKIE_MASK;
-        MSS_TABLE.get(index as usize).copied()
+        let field = rest.wrapping_sub(self.hash(1, t, made, their_isn)) & COOKIE_MASK;
+        if field & ((1 << MSS_SHIFT) - 1) != 0 {
+            return None;
+        }
+        MSS_TABLE.get((field >> MSS_SHIFT) as usize).copied()
     }
 }
 
@@ -287,20 +314,19 @@ mod tests {
         let j = jar();
         let t = tuple();
         let (cookie, _) = j.make(&t, 1000, Some(1460), at(1_000));
-        // Every single-bit change above the MSS index. (The index is added
-        // to the keyed hash, as in Linux, so a change of the two lowest bits
+        // Every single-bit change but those of the MSS index. (The index is
+        // added to the keyed hash, as in Linux, so a change of its two bits
         // can name another table entry; that needs the cookie itself, which
         // only a peer that saw our SYN-ACK has.)
-        for bit in 2..32 {
+        for bit in (0..MSS_SHIFT).chain(COOKIE_BITS..32) {
             assert_eq!(
                 j.check(&t, 1000, cookie ^ (1 << bit), at(1_000)),
                 None,
                 "bit {bit}"
             );
         }
-        // Another ISN (beyond the same additive slack as above), port,
-        // address or secret.
-        assert_eq!(j.check(&t, 1004, cookie, at(1_000)), None);
+        // Another ISN, port, address or secret.
+        assert_eq!(j.check(&t, 1001, cookie, at(1_000)), None);
         assert_eq!(j.check(&t, 1000 + (1 << 12), cookie, at(1_000)), None);
         let mut other = t;
         other.remote_port = 40001;
@@ -312,6 +338,36 @@ mod tests {
             SynCookies::new([1, 2, 3, 5]).check(&t, 1000, cookie, at(1_000)),
             None
         );
+    }
+
+    #[test]
+    fn a_segment_from_inside_a_stream_is_not_a_cookie_ack() {
+        // A segment k bytes into the client's stream presents seq - 1 = ISN + k;
+        // one acknowledging n bytes of ours presents ack - 1 = cookie + n. With
+        // the index added plainly, k up to the index passed; with the ISN
+        // outside the keyed hash, equal shifts k = n cancelled.
+        let j = jar();
+        let t = tuple();
+        for offered in [536, 1300, 1440, 1460] {
+            let (cookie, _) = j.make(&t, 1000, Some(offered), at(1_000));
+            for k in 1..=4096u32 {
+                assert_eq!(
+                    j.check(&t, 1000 + k, cookie, at(1_000)),
+                    None,
+                    "{k} bytes into the client's stream, MSS {offered}"
+                );
+                assert_eq!(
+                    j.check(&t, 1000, cookie.wrapping_add(k), at(1_000)),
+                    None,
+                    "{k} bytes into ours, MSS {offered}"
+                );
+                assert_eq!(
+                    j.check(&t, 1000 + k, cookie.wrapping_add(k), at(1_000)),
+                    None,
+                    "{k} bytes into both, MSS {offered}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -229,6 +229,44 @@ fn forged_acks_are_counted_and_reset_and_take_no_socket() {
     assert_eq!(iface.syn_cookie_stats().valid, 0);
 }
 
+/// A connection the server already dropped (evicted, or reset) whose client
+/// still sends: its segments 1-3 bytes into the stream must not pass as the
+/// handshake's ACK, or a listener takes a connection that starts in the
+/// middle of a request. They are reset, as Linux resets them outside a flood.
+#[test]
+fn a_segment_from_inside_a_dropped_stream_is_reset_not_taken() {
+    let (mut iface, mut sockets, handles) = pool(2);
+    let peer = client(3);
+    let (ip, bytes) = segment(peer, 40002, TcpControl::Syn, 1000, None, &[]);
+    let syn_ack = reply_tcp(iface.inner.process_tcp(&mut sockets, false, ip, &bytes)).unwrap();
+    let ack = (syn_ack.seq_number + 1).0;
+    // The client's request trickled one byte per segment; bytes k = 1.. follow.
+    let request = b"GET /index.html HTTP/1.1\r\n";
+    for k in 1..request.len() {
+        let (ip, bytes) = segment(
+            peer,
+            40002,
+            TcpControl::Psh,
+            1001 + k as i32,
+            Some(ack),
+            &request[k..k + 1],
+        );
+        let reply = reply_tcp(iface.inner.process_tcp(&mut sockets, false, ip, &bytes));
+        assert_eq!(
+            reply.map(|r| r.control),
+            Some(TcpControl::Rst),
+            "byte {k} of the stream"
+        );
+        assert_eq!(
+            listening(&mut sockets, &handles),
+            2,
+            "byte {k} took a socket"
+        );
+    }
+    let stats = iface.syn_cookie_stats();
+    assert_eq!((stats.valid, stats.invalid), (0, request.len() as u64 - 1));
+}
+
 #[test]
 fn a_valid_cookie_with_no_free_listener_is_dropped_not_reset() {
     let (mut iface, mut sockets, handles) = pool(1);
