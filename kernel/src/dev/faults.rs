@@ -8,65 +8,17 @@
 //!   interrupt handler so that one interrupt in N is acknowledged but not
 //!   passed on, as if it had been lost.
 
-use super::net::{AuditError, DriverError, DriverStats, RxFrame};
-use super::offload::{Offloads, TxOffload};
+use super::hooked::{Hooked, PortHooks};
 use super::port::{Nic, OpenError, Port};
 
-/// A port whose `refill` does nothing while `broken`.
-pub struct NoRepost<P> {
-    port: P,
+/// Port hooks under which `refill` does nothing while `broken`.
+pub struct NoRepost {
     broken: bool,
 }
 
-impl<P: Port> Port for NoRepost<P> {
-    fn queue_size(&self) -> usize {
-        self.port.queue_size()
-    }
-    fn mac(&self) -> [u8; 6] {
-        self.port.mac()
-    }
-    fn offloads(&self) -> Offloads {
-        self.port.offloads()
-    }
-    fn receive(&mut self) -> Result<Option<RxFrame>, DriverError> {
-        self.port.receive()
-    }
-    fn give_back(&mut self, frame: RxFrame) {
-        self.port.give_back(frame)
-    }
-    fn reap_tx(&mut self) -> Result<usize, DriverError> {
-        self.port.reap_tx()
-    }
-    fn can_transmit(&mut self) -> bool {
-        self.port.can_transmit()
-    }
-    fn tx_blocked(&self) -> bool {
-        self.port.tx_blocked()
-    }
-    fn transmit<R>(
-        &mut self,
-        len: usize,
-        fill: impl FnOnce(&mut [u8]) -> (R, Option<TxOffload>),
-    ) -> R {
-        self.port.transmit(len, fill)
-    }
-    fn refill(&mut self) -> usize {
-        if self.broken { 0 } else { self.port.refill() }
-    }
-    fn kick_queues(&mut self) {
-        self.port.kick_queues()
-    }
-    fn has_work(&self) -> bool {
-        self.port.has_work()
-    }
-    fn audit(&self) -> Result<(), AuditError> {
-        self.port.audit()
-    }
-    fn stats(&self) -> DriverStats {
-        self.port.stats()
-    }
-    fn large_buffer_bytes(&self) -> usize {
-        self.port.large_buffer_bytes()
+impl PortHooks for NoRepost {
+    fn refill<P: Port>(&mut self, port: &mut P) -> usize {
+        if self.broken { 0 } else { port.refill() }
     }
 }
 
@@ -87,13 +39,13 @@ impl<D: Nic> NoRepostNic<D> {
 }
 
 impl<D: Nic> Nic for NoRepostNic<D> {
-    type Port = NoRepost<D::Port>;
+    type Port = Hooked<D::Port, NoRepost>;
 
     fn open(&mut self, previous: Option<Self::Port>) -> Result<Self::Port, OpenError> {
-        let port = self.nic.open(previous.map(|p| p.port))?;
+        let port = self.nic.open(previous.map(Hooked::into_port))?;
         let broken = !self.opened;
         self.opened = true;
-        Ok(NoRepost { port, broken })
+        Ok(Hooked::new(port, NoRepost { broken }))
     }
 
     fn needs_reset(&self) -> bool {
@@ -139,6 +91,31 @@ pub use guest::*;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dev::fake_device::DeviceConfig;
+    use crate::dev::fake_nic::{FakeNic, Real};
+
+    const N: usize = 16;
+
+    /// One frame in and out of `port`; how many buffers the refill posted.
+    fn one_frame<P: Port>(nic: &NoRepostNic<FakeNic<Real<N>>>, port: &mut P) -> usize {
+        assert_eq!(nic.nic.dev.send_to_guest([&[0u8; 60][..]]), 1);
+        let frame = port.receive().expect("no driver error").expect("a frame");
+        port.give_back(frame);
+        port.refill()
+    }
+
+    #[test]
+    fn only_the_first_port_stops_reposting() {
+        let mut nic = NoRepostNic::new(FakeNic::<Real<N>>::new(DeviceConfig::modern()));
+        let mut first = nic.open(None).expect("the fake device opens");
+        assert_eq!(one_frame(&nic, &mut first), 0);
+        assert_eq!(usize::from(first.stats().rx.in_flight()), N - 1);
+
+        let mut second = nic.open(Some(first)).expect("the fake device reopens");
+        assert_eq!(nic.inner().opened, 2);
+        assert_eq!(one_frame(&nic, &mut second), 1);
+        assert_eq!(usize::from(second.stats().rx.in_flight()), N);
+    }
 
     #[test]
     fn one_interrupt_in_n_is_dropped() {

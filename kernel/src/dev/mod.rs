@@ -1,11 +1,13 @@
 //! Devices: fw_cfg (runtime configuration), virtio-mmio discovery, the
 //! virtio-net driver and a transmit-only virtio-console driver (the access
 //! log). [`port`] is the NIC as the network layer sees it, implemented by the
-//! driver; [`faults`] wraps it (and the NIC's interrupt handler) for the
+//! driver; [`hooked`] wraps a port with hooks on the methods that change, and
+//! [`faults`] uses it (and wraps the NIC's interrupt handler) for the
 //! `fault=` settings. [`ring`], [`masked`], [`line_buffer`], [`port`],
-//! [`faults`] and the generic [`net::Driver`] build on the host and are unit
+//! [`hooked`], [`faults`] and the generic [`net::Driver`] build on the host and are unit
 //! tested there, the driver over `fake_device`.
 pub mod faults;
+pub mod hooked;
 pub mod line_buffer;
 pub mod masked;
 pub mod net;

@@ -5,8 +5,8 @@
 //!
 //! The real [`Driver`] is a `Port` for any HAL, transport and kick, so the
 //! network stack built on these traits runs in the guest over virtio-mmio and
-//! on the host over the fake device. Faults are wrappers: a type that holds a
-//! `Port` and changes one method (see `dev::faults`) is itself a `Port`, and a
+//! on the host over the fake device. Faults are wrappers: a port under hooks
+//! that change some of its methods (`dev::hooked`) is itself a `Port`, and a
 //! `Nic` that wraps every port it opens puts the fault back after each reset.
 
 use super::net::{AuditError, Driver, DriverError, DriverStats, Kick, RxFrame};

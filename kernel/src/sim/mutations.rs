@@ -1,7 +1,7 @@
 //! Bugs the simulator must catch, put back in test code only: each is a
-//! wrapper around a production type (a NIC [`Port`], the driver's kick and
-//! transport, the clock the main loop reads, the app's handler), never a
-//! switch inside one. The tests at the end run the simulator with each and
+//! wrapper around a production type (a NIC [`Port`] under [`Hooked`], the
+//! driver's kick and transport, the clock the main loop reads, the app's
+//! handler), never a switch inside one. The tests at the end run the simulator with each and
 //! require a failure within the CI budget of one seed, printing the seed and
 //! virtual time.
 //!
@@ -19,9 +19,9 @@ use crate::app::routes::Scope;
 use crate::app::{Body, Handler, Request, Response, Stats};
 use crate::dev::fake_device::{FakeHal, FakeNet, FakeTransport};
 use crate::dev::fake_nic::{FakeDriver, Opener, Real};
+use crate::dev::hooked::{Hooked, PortHooks};
 use crate::dev::masked::MaskedTransport;
-use crate::dev::net::{AuditError, Driver, DriverError, DriverStats, Kick, RxFrame};
-use crate::dev::offload::{Offloads, TxOffload};
+use crate::dev::net::{Driver, DriverError, Kick, RxFrame};
 use crate::dev::port::Port;
 use crate::http::range::{ByteRange, ContentRange};
 use crate::http::response::status;
@@ -32,91 +32,14 @@ use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Trans
 use virtio_drivers::{Error, PhysAddr};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-/// What a mutation changes in a port; every hook defaults to the port's own.
-pub trait Mutation {
-    fn receive<P: Port>(&mut self, port: &mut P) -> Result<Option<RxFrame>, DriverError> {
-        port.receive()
-    }
-    fn refill<P: Port>(&mut self, port: &mut P) -> usize {
-        port.refill()
-    }
-    fn reap_tx<P: Port>(&mut self, port: &mut P) -> Result<usize, DriverError> {
-        port.reap_tx()
-    }
-    fn can_transmit<P: Port>(&mut self, port: &mut P) -> bool {
-        port.can_transmit()
-    }
-}
-
-/// A port with a mutation.
-pub struct Mutant<P, M> {
-    port: P,
-    mutation: M,
-}
-
-impl<P: Port, M: Mutation> Port for Mutant<P, M> {
-    fn queue_size(&self) -> usize {
-        self.port.queue_size()
-    }
-    fn mac(&self) -> [u8; 6] {
-        self.port.mac()
-    }
-    fn offloads(&self) -> Offloads {
-        self.port.offloads()
-    }
-    fn receive(&mut self) -> Result<Option<RxFrame>, DriverError> {
-        self.mutation.receive(&mut self.port)
-    }
-    fn give_back(&mut self, frame: RxFrame) {
-        self.port.give_back(frame)
-    }
-    fn reap_tx(&mut self) -> Result<usize, DriverError> {
-        self.mutation.reap_tx(&mut self.port)
-    }
-    fn can_transmit(&mut self) -> bool {
-        self.mutation.can_transmit(&mut self.port)
-    }
-    fn tx_blocked(&self) -> bool {
-        self.port.tx_blocked()
-    }
-    fn transmit<R>(
-        &mut self,
-        len: usize,
-        fill: impl FnOnce(&mut [u8]) -> (R, Option<TxOffload>),
-    ) -> R {
-        self.port.transmit(len, fill)
-    }
-    fn refill(&mut self) -> usize {
-        self.mutation.refill(&mut self.port)
-    }
-    fn kick_queues(&mut self) {
-        self.port.kick_queues()
-    }
-    fn has_work(&self) -> bool {
-        self.port.has_work()
-    }
-    fn audit(&self) -> Result<(), AuditError> {
-        self.port.audit()
-    }
-    fn stats(&self) -> DriverStats {
-        self.port.stats()
-    }
-    fn large_buffer_bytes(&self) -> usize {
-        self.port.large_buffer_bytes()
-    }
-}
-
 /// Opens the real driver inside mutation `M` (a fresh one on every reset).
 pub struct Mutated<const N: usize, M>(pub fn() -> M);
 
-impl<const N: usize, M: Mutation> Opener for Mutated<N, M> {
-    type Port = Mutant<FakeDriver<N>, M>;
+impl<const N: usize, M: PortHooks> Opener for Mutated<N, M> {
+    type Port = Hooked<FakeDriver<N>, M>;
     fn open(&mut self, dev: &FakeNet) -> Result<Self::Port, DriverError> {
         let port = Real::<N>.open(dev)?;
-        Ok(Mutant {
-            port,
-            mutation: (self.0)(),
-        })
+        Ok(Hooked::new(port, (self.0)()))
     }
 }
 
@@ -125,7 +48,7 @@ impl<const N: usize, M: Mutation> Opener for Mutated<N, M> {
 #[derive(Default)]
 pub struct NewestOnly;
 
-impl Mutation for NewestOnly {
+impl PortHooks for NewestOnly {
     fn receive<P: Port>(&mut self, port: &mut P) -> Result<Option<RxFrame>, DriverError> {
         let mut newest = None;
         for _ in 0..port.queue_size() {
@@ -148,7 +71,7 @@ pub struct NoRepost {
     started: bool,
 }
 
-impl Mutation for NoRepost {
+impl PortHooks for NoRepost {
     fn refill<P: Port>(&mut self, port: &mut P) -> usize {
         // The driver posts its buffers once when it starts.
         if self.started {
@@ -167,7 +90,7 @@ pub struct NonWrappingIndex {
     highest: u16,
 }
 
-impl Mutation for NonWrappingIndex {
+impl PortHooks for NonWrappingIndex {
     fn receive<P: Port>(&mut self, port: &mut P) -> Result<Option<RxFrame>, DriverError> {
         let used = port.stats().rx.used;
         if used < self.highest {
@@ -186,7 +109,7 @@ pub struct TxWaitsForNotification {
     waiting: bool,
 }
 
-impl Mutation for TxWaitsForNotification {
+impl PortHooks for TxWaitsForNotification {
     fn reap_tx<P: Port>(&mut self, port: &mut P) -> Result<usize, DriverError> {
         if self.waiting {
             return Ok(0);
