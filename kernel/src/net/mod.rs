@@ -19,4 +19,6 @@ pub const HTTP_PORT: u16 = 80;
 pub mod phy;
 pub mod server;
 mod stack;
+#[cfg(test)]
+pub(crate) mod test_frames;
 pub use stack::*;

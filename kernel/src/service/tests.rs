@@ -6,13 +6,11 @@ use crate::dev::fake_nic::{FakeNic, Real};
 use crate::dev::faults::NoRepostNic;
 use crate::dev::port::Nic;
 use crate::net::Health;
+use crate::net::test_frames::{GUEST_IP, PEER_MAC, arp_request};
 use std::vec::Vec;
 use virtio_drivers::transport::DeviceStatus;
 
 const N: usize = 16;
-const GUEST_IP: [u8; 4] = [10, 0, 2, 15];
-const PEER_IP: [u8; 4] = [10, 0, 2, 2];
-const PEER_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
 
 fn service() -> Service<FakeNic<Real<N>>, KeepLines> {
     service_over(FakeNic::<Real<N>>::new(DeviceConfig::modern()))
@@ -42,19 +40,6 @@ fn readings() -> Readings {
         interrupts_timer: 9,
         heap: Some((100, 200)),
     }
-}
-
-fn arp_request(target: [u8; 4]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend([0xff; 6]);
-    f.extend(PEER_MAC);
-    f.extend([0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
-    f.extend(PEER_MAC);
-    f.extend(PEER_IP);
-    f.extend([0; 6]);
-    f.extend(target);
-    f.resize(60, 0);
-    f
 }
 
 fn nic(service: &mut Service<FakeNic<Real<N>>, KeepLines>) -> &mut FakeNic<Real<N>> {

@@ -4,12 +4,9 @@
 use super::*;
 use crate::dev::fake_device::DeviceConfig;
 use crate::dev::fake_nic::{FakeNic, Real};
-use std::vec::Vec;
+use crate::net::test_frames::{GUEST_IP, arp_request};
 
 const N: usize = 16;
-const GUEST_IP: [u8; 4] = [10, 0, 2, 15];
-const PEER_IP: [u8; 4] = [10, 0, 2, 2];
-const PEER_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
 const TICK_MS: u64 = 10;
 
 fn stack() -> Stack<FakeNic<Real<N>>> {
@@ -19,19 +16,6 @@ fn stack() -> Stack<FakeNic<Real<N>>> {
     let mut nic = FakeNic::<Real<N>>::new(DeviceConfig::modern());
     let port = nic.open(None).expect("the fake device opens");
     Stack::new(nic, port, &config, 0, 1, 2)
-}
-
-fn arp_request(target: [u8; 4]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend([0xff; 6]);
-    f.extend(PEER_MAC);
-    f.extend([0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
-    f.extend(PEER_MAC);
-    f.extend(PEER_IP);
-    f.extend([0; 6]);
-    f.extend(target);
-    f.resize(60, 0);
-    f
 }
 
 /// A frame arrives at `now` and the pass answers it: one TX frame in flight.
